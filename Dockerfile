@@ -1,0 +1,13 @@
+# One image for every LoanStream service; docker-compose.yml picks the command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY loanstream ./loanstream
+COPY producer ./producer
+COPY scorer ./scorer
+COPY monitor ./monitor
+COPY trainer ./trainer
+RUN pip install --no-cache-dir .
+USER nobody
+CMD ["loanstream", "--help"]

@@ -1,0 +1,90 @@
+"""Settings, read from the environment once in each entry point (pydantic-settings).
+
+Each service has its own settings class with its own env prefix; the Kafka connection settings
+are shared by all of them (``LOANSTREAM_KAFKA_*``) and passed to every client, SASL/SSL included.
+Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "loanstream"
+
+
+class KafkaSettings(BaseSettings):
+    """How every LoanStream client reaches Kafka (env prefix ``LOANSTREAM_KAFKA_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "loanstream"
+    topic_prefix: str = Field(default="", description="prepended to every topic name")
+    replication_factor: int = Field(default=1, ge=1)
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="partition count of the keyed topics (applications, predictions, ...)",
+    )
+
+    def topic(self, name: str) -> str:
+        """The real name of a declared topic, e.g. ``loan.applications`` with the prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def confluent(self) -> dict[str, str | int | float | bool]:
+        """librdkafka properties for the connection (security included), no role-specific keys."""
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if path:
+                conf[key] = str(path)
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+class BrokerSettings(BaseSettings):
+    """The local, embedded Kafka broker (env prefix ``LOANSTREAM_BROKER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_BROKER_", extra="ignore")
+
+    port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int | None = Field(
+        default=None, ge=1, le=65535, description="default: a free port chosen at start"
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    jars_dir: Path | None = Field(
+        default=None, description="cache of the Kafka jars; default <data_dir>/kafka/<version>"
+    )
+    heap: str = Field(default="1g", pattern=r"^\d+[mMgG]$")
+    start_timeout_s: float = Field(default=90.0, gt=0)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    mvn: str = "mvn"
+    java: str = "java"

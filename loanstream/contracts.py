@@ -1,0 +1,219 @@
+"""Event contracts: the JSON every topic carries, owned here and nowhere else.
+
+Every contract is a frozen pydantic model with a ``schema_version``. The rules, chosen on purpose:
+
+- **Extra fields are refused**, so a typo (``"incom"``) is an error rather than a silently
+  missing value. A new optional field therefore needs a new ``schema_version``.
+- **Missing fields** are errors unless the field has a default (nullable features may be omitted
+  or ``null``: both mean "not recorded").
+- **NaN and ±inf** are refused everywhere: JSON has no such numbers, and a model fed NaN
+  returns garbage without complaint.
+- **Types are strict**: a number sent as a string (``"52000"``) or a boolean where a number is
+  expected is refused; a whole float (``35.0``) is accepted for an integer feature.
+- **Times** are ISO 8601 with a UTC offset; a naive time is refused (it is ambiguous).
+
+Application features are checked against the feature spec by
+:class:`loanstream.validation.ApplicationValidator`; the models here fix the envelope.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+ApplicationId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+FeatureValue = float | int | str | None
+Label = Literal[0, 1]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every message: frozen, strict about extras and non-finite numbers, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    schema_version: Literal[1] = 1
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        return cls.model_validate_json(data)
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REVIEW = "review"
+    DECLINE = "decline"
+
+
+class LoanApplication(Contract):
+    """An application to score. ``features`` follow the feature spec (checked by the validator)."""
+
+    application_id: ApplicationId
+    event_time: AwareDatetime
+    features: dict[str, FeatureValue]
+
+
+class ReasonCode(BaseModel):
+    """One feature that lowered this applicant's probability, and by how much."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    feature: str
+    contribution: float
+
+
+class Prediction(Contract):
+    """The scorer's answer for one application: probability of on-time repayment and decision."""
+
+    application_id: ApplicationId
+    event_time: AwareDatetime
+    probability: Probability
+    decision: Decision
+    model_name: str
+    model_version: str
+    features: dict[str, FeatureValue]
+    reasons: list[ReasonCode] = Field(default_factory=list)
+    received_at: AwareDatetime
+    scored_at: AwareDatetime
+
+
+class Outcome(Contract):
+    """What happened to a loan, known long after the decision: 1 = repaid on time, 0 = default."""
+
+    application_id: ApplicationId
+    label: Label
+    outcome_time: AwareDatetime
+
+
+class LabelledExample(Contract):
+    """A prediction joined with its outcome: the feature log retraining reads."""
+
+    application_id: ApplicationId
+    event_time: AwareDatetime
+    outcome_time: AwareDatetime
+    features: dict[str, FeatureValue]
+    probability: Probability
+    decision: Decision
+    model_name: str
+    model_version: str
+    label: Label
+
+
+class DriftSignal(StrEnum):
+    CONCEPT = "concept"
+    DATA = "data"
+    PREDICTION = "prediction"
+    PERFORMANCE = "performance"
+
+
+class DriftEvent(Contract):
+    """One confirmed detection, with the evidence a person needs to judge it."""
+
+    event_id: str = Field(min_length=1, max_length=128)
+    signal: DriftSignal
+    detector: str
+    feature: str | None = None
+    statistic: float
+    threshold: float
+    p_value: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    window_size: int = Field(ge=0)
+    first_position: int = Field(ge=0)
+    confirmed_position: int = Field(ge=0)
+    first_event_time: AwareDatetime
+    confirmed_event_time: AwareDatetime
+    model_name: str
+    model_version: str
+    detected_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class RetrainRequest(Contract):
+    """Ask the trainer for a new model on a window of labelled data."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    model_name: str
+    reason: str
+    requested_by: str
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    drift_event_id: str | None = None
+    requested_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class ModelUpdate(Contract):
+    """A newly promoted champion. The last value per model name is the current champion."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    promoted_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Contract):
+    """A message a consumer could not use, kept whole with the reason, so nothing is lost."""
+
+    source_topic: str
+    partition: int = Field(ge=-1)
+    offset: int = Field(ge=-1)
+    key_b64: str | None
+    value_b64: str | None
+    reason: str = Field(description="short, low-cardinality code, e.g. 'invalid', 'oversize'")
+    error: str = Field(description="what was expected and what came")
+    service: str
+    failed_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        service: str,
+    ) -> DeadLetter:
+        return cls(
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key_b64=None if key is None else base64.b64encode(key).decode(),
+            value_b64=None if value is None else base64.b64encode(value).decode(),
+            reason=reason,
+            error=error,
+            service=service,
+        )
+
+    def value(self) -> bytes | None:
+        return None if self.value_b64 is None else base64.b64decode(self.value_b64)
+
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "LoanApplication": LoanApplication,
+    "Prediction": Prediction,
+    "Outcome": Outcome,
+    "LabelledExample": LabelledExample,
+    "DriftEvent": DriftEvent,
+    "RetrainRequest": RetrainRequest,
+    "ModelUpdate": ModelUpdate,
+    "DeadLetter": DeadLetter,
+}

@@ -1,0 +1,233 @@
+"""Thin helpers over confluent-kafka: an idempotent producer and a consumer that commits only
+what was processed. Used by the producer, trainer and benchmarks (the Faust services have their
+own clients)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from loanstream.config import KafkaSettings
+from loanstream.errors import DeliveryError
+
+logger = logging.getLogger(__name__)
+
+_PRODUCER_DEFAULTS = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.size": 256 * 1024,
+    "compression.type": "lz4",
+    "queue.buffering.max.messages": 500_000,
+    "message.timeout.ms": 120_000,
+}
+
+
+@dataclass
+class DeliveryReport:
+    """Counts of what Kafka acknowledged, and why anything failed (a few examples kept)."""
+
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        if len(self.errors) < 20:
+            self.errors.append(f"topic={msg.topic()} partition={msg.partition()}: {err.str()}")
+
+
+class IdempotentProducer:
+    """A producer with ``enable.idempotence`` and ``acks=all`` whose failures are never silent.
+
+    ``produce`` waits (serving delivery reports) when the local queue is full instead of
+    raising; ``flush`` raises :class:`DeliveryError` if anything was not acknowledged.
+
+    >>> with IdempotentProducer(KafkaSettings()) as p:          # doctest: +SKIP
+    ...     p.produce("loan.applications", b"a-1", b"{...}")
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        overrides: Mapping[str, Any] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.overrides = dict(overrides or {})
+        self.report = DeliveryReport()
+        self._on_delivery = on_delivery
+        self._producer: Producer | None = None
+        self._unpolled = 0
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            conf = {**self.settings.confluent(), **_PRODUCER_DEFAULTS, **self.overrides}
+            self._producer = Producer(conf)
+        return self._producer
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        self.report.record(err, msg)
+        if self._on_delivery is not None:
+            self._on_delivery(err, msg)
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | str | None,
+        value: bytes | str | None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # queue full: serve delivery reports, then retry
+        self._unpolled += 1
+        if self._unpolled >= 1000:  # serve delivery reports without a call per message
+            self._unpolled = 0
+            self.producer.poll(0)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return int(self.producer.poll(timeout))
+
+    def flush(self, timeout: float = 60.0) -> DeliveryReport:
+        """Wait until every message is acknowledged or failed; raise if any failed."""
+        if self._producer is None:
+            return self.report
+        remaining = self._producer.flush(timeout)
+        if remaining or self.report.failed:
+            raise DeliveryError(
+                f"{self.report.failed} messages failed and {remaining} were still unacknowledged "
+                f"after {timeout:.0f} s: " + "; ".join(self.report.errors[:5])
+            )
+        return self.report
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.flush()
+        elif self._producer is not None:
+            self._producer.flush(10.0)
+
+
+class CommittingConsumer:
+    """A consumer that commits an offset only after the caller has processed its message.
+
+    ``batches`` yields lists of messages; a batch counts as processed when the caller asks for the
+    next one (so after its loop body ran) or calls ``mark_processed``. Only processed offsets are
+    stored, librdkafka commits stored offsets in the background, and ``close`` commits
+    synchronously. At-least-once: a crash or a ``break`` replays the unmarked batch.
+
+    >>> consumer = CommittingConsumer(KafkaSettings(), group_id="g", topics=["t"])  # doctest: +SKIP
+    >>> for batch in consumer.batches(max_messages=500, timeout=0.5):              # doctest: +SKIP
+    ...     handle(batch)
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = topics
+        self.overrides = dict(overrides or {})
+        self._consumer: Consumer | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            conf = {
+                **self.settings.confluent(),
+                "group.id": self.group_id,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                **self.overrides,
+            }
+            self._consumer = Consumer(conf)
+            self._consumer.subscribe(self.topics)
+        return self._consumer
+
+    def batches(self, max_messages: int = 500, timeout: float = 1.0) -> Iterator[list[Message]]:
+        """Yield batches (possibly empty, when ``timeout`` passes with no message), forever."""
+        while True:
+            messages = self.consumer.consume(max_messages, timeout)
+            batch = []
+            for msg in messages:
+                err = msg.error()
+                if err is None:
+                    batch.append(msg)
+                elif err.fatal():
+                    raise KafkaException(err)
+                else:
+                    logger.warning(
+                        "consumer error topic=%s partition=%s: %s",
+                        msg.topic(),
+                        msg.partition(),
+                        err.str(),
+                    )
+            yield batch
+            self.mark_processed(batch)
+
+    def mark_processed(self, batch: list[Message]) -> None:
+        """Store the offsets of ``batch`` for the next commit."""
+        if not batch:
+            return
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            last[(msg.topic(), msg.partition())] = msg.offset()
+        self.consumer.store_offsets(
+            offsets=[TopicPartition(t, p, offset + 1) for (t, p), offset in last.items()]
+        )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.commit(asynchronous=False)
+            except KafkaException as err:
+                if err.args[0].code() != KafkaError._NO_OFFSET:
+                    raise
+            finally:
+                self._consumer.close()
+                self._consumer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,206 @@
+"""Every topic of the system, declared once: name, partitions, retention, compaction.
+
+``create_topics`` makes them idempotently and refuses to paper over a topic that exists with
+another partition count (Faust tables need changelogs shaped like their source topic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from loanstream.config import KafkaSettings
+from loanstream.errors import TopicError
+
+DAY_MS = 24 * 3600 * 1000
+FOREVER = "-1"
+
+APPLICATIONS = "loan.applications"
+PREDICTIONS = "loan.predictions"
+OUTCOMES = "loan.outcomes"
+LABELLED = "loan.labelled"
+DRIFT_EVENTS = "loan.drift-events"
+RETRAIN_REQUESTS = "loan.retrain-requests"
+MODEL_UPDATES = "loan.model-updates"
+DEAD_LETTER = "loan.dead-letter"
+
+# Applications, predictions, outcomes and labelled examples are all keyed by application_id and
+# share one partition count, so the monitor's join sees an id's prediction and outcome together.
+KEYED_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One declared topic. ``scales``: its partition count follows LOANSTREAM_KAFKA_PARTITIONS."""
+
+    name: str
+    partitions: int
+    description: str
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def scales(self) -> bool:
+        return self.partitions == KEYED_PARTITIONS
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        APPLICATIONS, KEYED_PARTITIONS, "applications to score", {"retention.ms": str(7 * DAY_MS)}
+    ),
+    TopicSpec(
+        PREDICTIONS,
+        KEYED_PARTITIONS,
+        "probability and decision per application",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        OUTCOMES,
+        KEYED_PARTITIONS,
+        "late repayment outcomes (labels)",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        LABELLED,
+        KEYED_PARTITIONS,
+        "predictions joined with outcomes: the training log",
+        {"retention.ms": FOREVER},
+    ),
+    TopicSpec(
+        DRIFT_EVENTS, 1, "one event per confirmed drift, with evidence", {"retention.ms": FOREVER}
+    ),
+    TopicSpec(
+        RETRAIN_REQUESTS,
+        1,
+        "debounced requests for a new model",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        MODEL_UPDATES,
+        1,
+        "promoted champions; last value per model = current",
+        {
+            "cleanup.policy": "compact",
+            "min.cleanable.dirty.ratio": "0.1",
+            "segment.ms": str(3600 * 1000),
+        },
+    ),
+    TopicSpec(
+        DEAD_LETTER,
+        1,
+        "messages a consumer could not use, with the reason",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What the broker has for one declared topic."""
+
+    name: str
+    declared_partitions: int
+    partitions: int | None  # None: the topic does not exist
+    replication: int | None
+    config: Mapping[str, str]
+    description: str
+
+    @property
+    def exists(self) -> bool:
+        return self.partitions is not None
+
+
+def _admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(settings.confluent())
+
+
+def declared(settings: KafkaSettings) -> list[TopicSpec]:
+    """The declaration with the configured prefix and partition override applied."""
+    return [
+        TopicSpec(
+            settings.topic(t.name),
+            settings.partitions if settings.partitions and t.scales else t.partitions,
+            t.description,
+            t.config,
+        )
+        for t in TOPICS
+    ]
+
+
+def describe_topics(settings: KafkaSettings, timeout: float = 10.0) -> list[TopicState]:
+    admin = _admin(settings)
+    topics = declared(settings)
+    metadata = admin.list_topics(timeout=timeout).topics
+    present = [t for t in topics if t.name in metadata and not metadata[t.name].error]
+    configs: dict[str, Mapping[str, str]] = {}
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, t.name) for t in present]
+        for resource, future in admin.describe_configs(resources).items():
+            entries = future.result(timeout)
+            configs[resource.name] = {
+                key: entries[key].value
+                for key in ("cleanup.policy", "retention.ms")
+                if key in entries
+            }
+    states = []
+    for t in topics:
+        meta = metadata.get(t.name)
+        exists = meta is not None and not meta.error
+        partitions = meta.partitions if meta is not None and exists else {}
+        states.append(
+            TopicState(
+                name=t.name,
+                declared_partitions=t.partitions,
+                partitions=len(partitions) if exists else None,
+                replication=len(next(iter(partitions.values())).replicas) if partitions else None,
+                config=configs.get(t.name, {}),
+                description=t.description,
+            )
+        )
+    return states
+
+
+def create_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
+    """Create every declared topic that is missing; return the names created.
+
+    Idempotent. Raises :class:`TopicError` if a topic exists with another partition count.
+    """
+    admin = _admin(settings)
+    topics = declared(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [t for t in topics if t.name not in existing]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    t.name,
+                    num_partitions=t.partitions,
+                    replication_factor=settings.replication_factor,
+                    config=dict(t.config),
+                )
+                for t in missing
+            ],
+            operation_timeout=timeout,
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout)
+                created.append(name)
+            except KafkaException as err:
+                if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TopicError(f"cannot create topic {name}: {err.args[0].str()}") from None
+    wrong = [
+        f"{s.name} has {s.partitions} partitions, declared {s.declared_partitions}"
+        for s in describe_topics(settings, timeout)
+        if s.exists and s.partitions != s.declared_partitions
+    ]
+    if wrong:
+        raise TopicError(
+            "topics exist with another shape (delete them or set LOANSTREAM_KAFKA_PARTITIONS): "
+            + "; ".join(wrong)
+        )
+    return created

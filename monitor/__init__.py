@@ -1,0 +1,1 @@
+"""LoanStream monitor service (see its issue)."""

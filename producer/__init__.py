@@ -1,0 +1,1 @@
+"""LoanStream producer service (see its issue)."""

@@ -1,0 +1,1 @@
+"""LoanStream scorer service (see its issue)."""

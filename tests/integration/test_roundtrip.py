@@ -1,0 +1,70 @@
+import random
+import time
+import uuid
+
+from loanstream.config import KafkaSettings
+from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
+from loanstream.spec import load_spec
+from loanstream.topics import APPLICATIONS, create_topics
+from loanstream.validation import ApplicationValidator
+from tests.helpers import application_json
+
+N = 10_000
+
+
+def test_ten_thousand_applications_round_trip_none_lost_none_duplicated(
+    kafka: KafkaSettings,
+) -> None:
+    spec = load_spec()
+    validator = ApplicationValidator(spec)
+    create_topics(kafka)
+    topic = kafka.topic(APPLICATIONS)
+    rng = random.Random(42)
+    sent = {}
+    with IdempotentProducer(kafka) as producer:
+        for i in range(N):
+            value = application_json(spec, i, rng)
+            key = f"app-{i:07d}"
+            sent[key] = value
+            producer.produce(topic, key.encode(), value)
+    assert producer.report.delivered == N and producer.report.failed == 0
+
+    received: dict[str, list[bytes]] = {}
+    deadline = time.monotonic() + 60
+    with CommittingConsumer(kafka, f"g-{uuid.uuid4().hex}", [topic]) as consumer:
+        for batch in consumer.batches(max_messages=1000, timeout=0.5):
+            for msg in batch:
+                app = validator.parse(msg.value())
+                assert msg.key().decode() == app.application_id
+                received.setdefault(app.application_id, []).append(msg.value())
+            if sum(map(len, received.values())) >= N or time.monotonic() > deadline:
+                consumer.mark_processed(batch)
+                break
+    assert len(received) == N
+    assert all(len(values) == 1 for values in received.values())
+    assert {k: v[0] for k, v in received.items()} == sent
+
+
+def test_a_consumer_group_resumes_after_what_it_committed(kafka: KafkaSettings) -> None:
+    create_topics(kafka)
+    topic = kafka.topic(APPLICATIONS)
+    group = f"g-{uuid.uuid4().hex}"
+    with IdempotentProducer(kafka) as producer:
+        for i in range(100):
+            producer.produce(topic, f"k{i}".encode(), f"v{i}".encode())
+
+    def drain(limit: int) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        with CommittingConsumer(kafka, group, [topic]) as consumer:
+            for batch in consumer.batches(max_messages=limit - len(seen), timeout=0.5):
+                seen.extend(m.value().decode() for m in batch)
+                if len(seen) >= limit or time.monotonic() > deadline:
+                    consumer.mark_processed(batch)
+                    break
+        return seen
+
+    first = drain(40)
+    rest = drain(100 - len(first))
+    assert len(first) >= 40
+    assert sorted(first + rest, key=lambda v: int(v[1:])) == [f"v{i}" for i in range(100)]

@@ -1,0 +1,1 @@
+"""LoanStream trainer service (see its issue)."""
