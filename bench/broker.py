@@ -35,8 +35,9 @@ def cold_starts(n: int, jars: Path) -> list[float]:
     seconds = []
     for _ in track(range(n), description="cold starts"):
         with tempfile.TemporaryDirectory() as data:
-            broker = LocalBroker(BrokerSettings(port=free_port(), data_dir=Path(data),
-                                                jars_dir=jars))
+            broker = LocalBroker(
+                BrokerSettings(port=free_port(), data_dir=Path(data), jars_dir=jars)
+            )
             began = time.perf_counter()
             broker.start()
             seconds.append(time.perf_counter() - began)
@@ -72,8 +73,13 @@ def plain_round_trip(kafka: KafkaSettings, payloads: list[bytes]) -> float:
             except BufferError:
                 producer.poll(0.05)
     producer.flush()
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id":
-                         f"bench-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     seen = 0
     while seen < len(payloads):
@@ -102,11 +108,15 @@ def main() -> None:
         info, _ = broker.start()
         try:
             runs: list[tuple[str, Callable[[KafkaSettings, list[bytes]], float]]] = [
-                ("helpers", helpers_round_trip), ("plain", plain_round_trip)]
+                ("helpers", helpers_round_trip),
+                ("plain", plain_round_trip),
+            ]
             for repeat in track(range(args.repeats + 1), description="round trips"):
                 for name, run in runs:  # interleaved, so machine noise hits both alike
-                    kafka = KafkaSettings(bootstrap_servers=info.bootstrap_servers,
-                                          topic_prefix=f"b{uuid.uuid4().hex[:8]}.")
+                    kafka = KafkaSettings(
+                        bootstrap_servers=info.bootstrap_servers,
+                        topic_prefix=f"b{uuid.uuid4().hex[:8]}.",
+                    )
                     create_topics(kafka)
                     seconds = run(kafka, payloads)
                     if repeat:  # the first round warms the group coordinator up
@@ -117,17 +127,28 @@ def main() -> None:
     table = Table(title=f"Kafka {kafka_version()} local broker, {args.messages} applications")
     for column in ("measure", "median s", "min s", "msgs/s (median)"):
         table.add_column(column)
-    table.add_row("cold start (jars cached)", f"{statistics.median(starts):.2f}",
-                  f"{min(starts):.2f}", "")
+    table.add_row(
+        "cold start (jars cached)", f"{statistics.median(starts):.2f}", f"{min(starts):.2f}", ""
+    )
     for name, seconds in results.items():
         label = "round trip, LoanStream helpers" if name == "helpers" else "round trip, plain loop"
         median = statistics.median(seconds)
-        table.add_row(label, f"{median:.3f}", f"{min(seconds):.3f}",
-                      f"{args.messages / median:,.0f}")
+        table.add_row(
+            label, f"{median:.3f}", f"{min(seconds):.3f}", f"{args.messages / median:,.0f}"
+        )
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"kafka": kafka_version(), "messages": args.messages,
-                                    "cold_start_s": starts, "round_trip_s": results}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "kafka": kafka_version(),
+                "messages": args.messages,
+                "cold_start_s": starts,
+                "round_trip_s": results,
+            },
+            indent=2,
+        )
+    )
     console.print(f"wrote {args.out}")
 
 

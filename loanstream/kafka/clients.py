@@ -209,8 +209,8 @@ class CommittingConsumer:
         if not batch:
             return
         last: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            last[(msg.topic(), msg.partition())] = msg.offset()
+        for msg in batch:  # consumed messages always carry topic, partition and offset
+            last[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
         self.consumer.store_offsets(
             offsets=[TopicPartition(t, p, offset + 1) for (t, p), offset in last.items()]
         )
