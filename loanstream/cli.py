@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -209,10 +210,23 @@ def demo(port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
     )
 
 
+_registered = False
+
+
+def get_app() -> typer.Typer:
+    """The CLI with every installed service's commands (entry points ``loanstream.commands``)."""
+    global _registered
+    if not _registered:
+        for entry in sorted(entry_points(group="loanstream.commands"), key=lambda e: e.name):
+            entry.load()(app)
+        _registered = True
+    return app
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app()
+        get_app()()
     except LoanStreamError as err:
         err_console.print(f"[red]error:[/] {err}")
         raise SystemExit(1) from None

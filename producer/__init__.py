@@ -1,1 +1,2 @@
-"""LoanStream producer service (see its issue)."""
+"""LoanStream producer: synthetic applications with drift scenarios and delayed outcomes,
+history files, and replay of a lender's own history into Kafka."""

@@ -1,11 +1,12 @@
 """docker-compose.yml cannot run here (no Docker engine), so its structure is checked instead."""
 
+import itertools
 from pathlib import Path
 
 import typer.main
 import yaml
 
-from loanstream.cli import app
+from loanstream.cli import get_app
 from loanstream.kafka.broker import kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,14 +15,17 @@ SERVICES = COMPOSE["services"]
 
 
 def cli_has(words: list[str]) -> bool:
-    """True if ``loanstream <words...>`` names a real command (flags ignored)."""
-    command = typer.main.get_command(app)
-    for word in (w for w in words if not w.startswith("-")):
+    """True if ``loanstream <words...>`` names a real command and each of its --options."""
+    command = typer.main.get_command(get_app())
+    for word in itertools.takewhile(lambda w: not w.startswith("-"), words):
         subcommands = getattr(command, "commands", None)  # groups have subcommands
         if subcommands is None or word not in subcommands:
             return False
         command = subcommands[word]
-    return not hasattr(command, "commands")
+    if hasattr(command, "commands"):
+        return False
+    known = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+    return all(w in known for w in words if w.startswith("-"))
 
 
 def test_kafka_is_the_official_image_of_the_local_brokers_version() -> None:
@@ -58,5 +62,22 @@ def test_dependencies_and_mounted_files_exist() -> None:
 
 def test_the_cli_check_itself_tells_commands_from_non_commands() -> None:
     assert cli_has(["topics", "create"])
+    assert cli_has(["topics", "create", "--bootstrap-servers", "kafka:19092"])
+    assert not cli_has(["topics", "create", "--no-such-flag"])
     assert not cli_has(["topics"])
     assert not cli_has(["scorer-that-does-not-exist"])
+
+
+def test_prometheus_scrapes_every_service_that_serves_metrics() -> None:
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        t
+        for job in prometheus["scrape_configs"]
+        for c in job["static_configs"]
+        for t in c["targets"]
+    }
+    for name, service in SERVICES.items():
+        command = service.get("command", [])
+        if "--metrics-port" in command:
+            port = command[command.index("--metrics-port") + 1]
+            assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}"

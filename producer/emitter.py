@@ -1,0 +1,225 @@
+"""Send applications in event-time order at a pace, and each outcome when its time comes.
+
+Pacing is one of: a fixed rate (token bucket), ``speed`` x event time, or as fast as possible.
+Outcomes wait in a queue keyed by their outcome time and go out when the event-time clock
+passes it, so the merged stream is in event-time order whatever the pace. Failed deliveries are
+retried; what still fails is reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pandas as pd
+from confluent_kafka import KafkaError, Message
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import SCHEMA_VERSION
+from loanstream.errors import DeliveryError
+from loanstream.frames import application_messages
+from loanstream.kafka.clients import IdempotentProducer
+from loanstream.spec import FeatureSpec
+from loanstream.topics import APPLICATIONS, OUTCOMES
+from producer.metrics import ProducerMetrics
+from producer.outcomes import OutcomeQueue
+from producer.rate import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """``rate`` applications/s, or ``speed`` x event time, or neither (as fast as possible).
+
+    ``time_scale`` is event seconds per wall second: it says when outcomes are due.
+    """
+
+    rate: float | None = None
+    speed: float | None = None
+    time_scale: float | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self.rate is not None or self.speed is not None
+
+
+@dataclass
+class EmitSummary:
+    applications: int = 0
+    outcomes: int = 0
+    retried: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    app_seconds: float = 0.0
+    first_event: pd.Timestamp | None = None
+    last_event: pd.Timestamp | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Achieved applications per second, from the first send to the last."""
+        return self.applications / self.app_seconds if self.app_seconds else 0.0
+
+
+def outcome_messages(
+    rows: pd.DataFrame, spec: FeatureSpec, label_time: str
+) -> tuple[list[tuple[bytes, bytes, int]], np.ndarray]:
+    """Outcome messages for the labelled rows, and their outcome times (ns)."""
+    labelled = rows[rows[label_time].notna() & rows[spec.target_column].notna()]
+    times = pd.to_datetime(labelled[label_time], utc=True).to_numpy(dtype="datetime64[ms]")
+    stamps = np.datetime_as_string(times, unit="ms").tolist()
+    millis = times.astype(np.int64).tolist()
+    ids = labelled[spec.id_column].tolist()
+    labels = labelled[spec.target_column].astype(int).tolist()
+    out = [
+        (
+            key.encode(),
+            orjson.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "application_id": key,
+                    "label": label,
+                    "outcome_time": f"{stamp}Z",
+                }
+            ),
+            ms,
+        )
+        for key, label, stamp, ms in zip(ids, labels, stamps, millis, strict=True)
+    ]
+    return out, times.astype(np.int64) * 1_000_000
+
+
+class Emitter:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        spec: FeatureSpec,
+        pacing: Pacing,
+        metrics: ProducerMetrics,
+        label_time: str | None,
+        on_sent: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.kafka = kafka
+        self.spec = spec
+        self.pacing = pacing
+        self.metrics = metrics
+        self.label_time = label_time
+        self.on_sent = on_sent
+        self.summary = EmitSummary()
+        self._queue = OutcomeQueue()
+        self._failed: list[tuple[str, bytes | None, bytes | None, int]] = []
+        self._producer = IdempotentProducer(kafka, on_delivery=self._delivered)
+        self._bucket = TokenBucket(pacing.rate) if pacing.rate else None
+        self._wall0: float | None = None
+        self._event0: int | None = None
+        self._clock_ns = np.iinfo(np.int64).min
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:  # only failures are reported (delivery.report.only.error)
+            return
+        topic = msg.topic() or ""
+        self.metrics.delivery_errors.inc()
+        ts = msg.timestamp()[1]
+        self._failed.append((topic, msg.key(), msg.value(), ts))
+        if len(self.summary.errors) < 10:
+            self.summary.errors.append(f"topic={topic} partition={msg.partition()}: {err.str()}")
+
+    def _event_clock(self) -> int:
+        """Event time (ns) up to which outcomes are due."""
+        if not self.pacing.paced or self._wall0 is None or self._event0 is None:
+            return self._clock_ns
+        scale = self.pacing.time_scale or self.pacing.speed or 1.0
+        return self._event0 + int((time.monotonic() - self._wall0) * scale * 1e9)
+
+    def emit(self, rows: pd.DataFrame) -> None:
+        """Send one chunk of checked rows, sorted by event time, interleaving due outcomes."""
+        if rows.empty:
+            return
+        apps = application_messages(rows, self.spec)
+        if self.label_time:
+            outcomes, due = outcome_messages(rows, self.spec, self.label_time)
+            self._queue.push_many(due, outcomes)
+        times = rows[self.spec.event_time_column]
+        if self._wall0 is None:
+            self._wall0, self._event0 = time.monotonic(), int(times.iloc[0].value)
+            self.summary.first_event = times.iloc[0]
+        self.summary.last_event = times.iloc[-1]
+        app_topic = self.kafka.topic(APPLICATIONS)
+        sent = 0
+        while sent < len(apps):
+            n = self._allowed(apps, sent)
+            self._producer.produce_many(app_topic, apps[sent : sent + n])
+            if not self.pacing.paced:
+                self._clock_ns = apps[sent + n - 1][2] * 1_000_000
+            sent += n
+            self.summary.applications += n
+            self.metrics.produced.labels("application").inc(n)
+            self._send_due_outcomes()
+            self.on_sent(n)
+        self.summary.app_seconds = time.monotonic() - self._wall0
+
+    def _allowed(self, apps: list[tuple[bytes, bytes, int]], sent: int) -> int:
+        remaining = len(apps) - sent
+        if self._bucket is not None:
+            return self._bucket.take(remaining)
+        if self.pacing.speed and self._wall0 is not None and self._event0 is not None:
+            due_wall = self._wall0 + (apps[sent][2] * 1e6 - self._event0) / self.pacing.speed / 1e9
+            wait = due_wall - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, 1.0))
+                self._producer.poll(0)
+                return 0
+            limit = self._event0 + (time.monotonic() - self._wall0) * self.pacing.speed * 1e9
+            n = 1
+            while n < remaining and apps[sent + n][2] * 1e6 <= limit:
+                n += 1
+            return n
+        return remaining
+
+    def _send_due_outcomes(self) -> None:
+        topic = self.kafka.topic(OUTCOMES)
+        due = self._queue.pop_due(self._event_clock())
+        self._producer.produce_many(topic, due)
+        self.summary.outcomes += len(due)
+        self.metrics.produced.labels("outcome").inc(len(due))
+
+    def finish(self, wait_for_outcomes: bool = True, deadline_s: float = 3600.0) -> EmitSummary:
+        """Send the outcomes still waiting (at their time if paced), flush, retry failures."""
+        if wait_for_outcomes:
+            give_up = time.monotonic() + deadline_s
+            while len(self._queue) and time.monotonic() < give_up:
+                if self.pacing.paced:
+                    time.sleep(0.05)
+                else:
+                    self._clock_ns = np.iinfo(np.int64).max
+                self._send_due_outcomes()
+                self._producer.poll(0)
+        self.close()
+        return self.summary
+
+    def close(self) -> None:
+        """Flush; re-send what failed (up to 3 rounds); count what never got through."""
+        for _ in range(3):
+            try:
+                self._producer.producer.flush(60)
+            except Exception:  # pragma: no cover - flush itself only raises on fatal errors
+                logger.exception("flush failed")
+            if not self._failed:
+                break
+            retry, self._failed = self._failed, []
+            self.summary.retried += len(retry)
+            for topic, key, value, ts in retry:
+                self._producer.produce(topic, key, value, timestamp_ms=ts)
+        self.summary.failed = len(self._failed)
+        if self._wall0 is not None:
+            self.summary.seconds = time.monotonic() - self._wall0
+        if self.summary.failed:
+            raise DeliveryError(
+                f"{self.summary.failed} messages were not acknowledged after 3 retries: "
+                + "; ".join(self.summary.errors[:3])
+            )
