@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -142,8 +143,9 @@ def produce(
         )
     console.print(
         f"{'interrupted: ' if interrupted else ''}{summary.applications:,} applications at "
-        f"{summary.rate:,.0f}/s (target {rate:,.0f}/s), {summary.outcomes:,} outcomes, "
-        f"{summary.retried} retried, {summary.failed} failed deliveries"
+        f"{summary.rate:,.0f}/s (target {rate:,.0f}/s), {summary.outcomes:,} outcomes "
+        f"({summary.pending_outcomes:,} not yet due, not sent), {summary.retried} retried, "
+        f"{summary.failed} failed deliveries"
     )
 
 
@@ -237,6 +239,7 @@ def replay(
     )
     with progress_bar(console) as bar:
         task = bar.add_task("rows", total=total)
+        began = time.monotonic()
         summary, interrupted = run_replay(
             file,
             feature_spec,
@@ -246,12 +249,15 @@ def replay(
             report,
             on_rows=lambda n: bar.advance(task, n),
         )
+    seconds = time.monotonic() - began
     emitted = summary.emitted
     assert emitted is not None
     console.print(
-        f"{'interrupted: ' if interrupted else ''}{summary.rows:,} rows read, "
-        f"{emitted.applications:,} applications at {emitted.rate:,.0f}/s, "
-        f"{emitted.outcomes:,} outcomes, {summary.rejected:,} rejected {summary.by_reason} "
+        f"{'interrupted: ' if interrupted else ''}{summary.rows:,} rows read in "
+        f"{seconds:.1f} s ({summary.rows / max(seconds, 1e-9):,.0f} rows/s from opening the file "
+        f"to the last acknowledgement), {emitted.applications:,} applications, "
+        f"{emitted.outcomes:,} outcomes ({emitted.pending_outcomes:,} not sent), "
+        f"{summary.rejected:,} rejected {summary.by_reason} "
         f"(report {report}), {summary.skipped_by_window:,} outside --start/--end"
     )
 

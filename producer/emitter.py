@@ -52,6 +52,7 @@ class Pacing:
 class EmitSummary:
     applications: int = 0
     outcomes: int = 0
+    pending_outcomes: int = 0  # not sent: interrupted, or --no-wait-outcomes
     retried: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -160,8 +161,8 @@ class Emitter:
             self.summary.applications += n
             self.metrics.produced.labels("application").inc(n)
             self._send_due_outcomes()
+            self.summary.app_seconds = time.monotonic() - self._wall0
             self.on_sent(n)
-        self.summary.app_seconds = time.monotonic() - self._wall0
 
     def _allowed(self, apps: list[tuple[bytes, bytes, int]], sent: int) -> int:
         remaining = len(apps) - sent
@@ -199,6 +200,7 @@ class Emitter:
                     self._clock_ns = np.iinfo(np.int64).max
                 self._send_due_outcomes()
                 self._producer.poll(0)
+        self.summary.pending_outcomes = len(self._queue)
         self.close()
         return self.summary
 
