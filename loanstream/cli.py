@@ -152,8 +152,11 @@ def _print_topics(settings: KafkaSettings) -> None:
         table.add_column(column)
     for s in describe_topics(settings):
         retention = s.config.get("retention.ms", "")
+        size = int(s.config.get("retention.bytes", "-1") or -1)
         if retention and retention != "-1":
             retention = f"{int(retention) / 86_400_000:g} d"
+        elif size > 0:
+            retention = f"{size / 1024**3:g} GiB/partition"
         elif retention == "-1":
             retention = "forever"
         table.add_row(

@@ -31,6 +31,12 @@ DEAD_LETTER = "loan.dead-letter"
 # share one partition count, so the monitor's join sees an id's prediction and outcome together.
 KEYED_PARTITIONS = 6
 
+# Records carry their event time as timestamp, and a replay of last year's history carries last
+# year's times: time-based retention would delete a backtest's records within minutes of writing
+# them. Topics that carry event times are therefore bounded by size, not age.
+GIB = 1024**3
+BY_SIZE = {"retention.ms": FOREVER, "retention.bytes": str(GIB)}  # per partition
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -47,20 +53,18 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(
-        APPLICATIONS, KEYED_PARTITIONS, "applications to score", {"retention.ms": str(7 * DAY_MS)}
-    ),
+    TopicSpec(APPLICATIONS, KEYED_PARTITIONS, "applications to score", BY_SIZE),
     TopicSpec(
         PREDICTIONS,
         KEYED_PARTITIONS,
         "probability and decision per application",
-        {"retention.ms": str(30 * DAY_MS)},
+        BY_SIZE,
     ),
     TopicSpec(
         OUTCOMES,
         KEYED_PARTITIONS,
         "late repayment outcomes (labels)",
-        {"retention.ms": str(30 * DAY_MS)},
+        BY_SIZE,
     ),
     TopicSpec(
         LABELLED,
@@ -141,7 +145,7 @@ def describe_topics(settings: KafkaSettings, timeout: float = 10.0) -> list[Topi
             entries = future.result(timeout)
             configs[resource.name] = {
                 key: entries[key].value
-                for key in ("cleanup.policy", "retention.ms")
+                for key in ("cleanup.policy", "retention.ms", "retention.bytes")
                 if key in entries
             }
     states = []

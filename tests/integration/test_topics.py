@@ -18,6 +18,7 @@ def test_topics_are_created_once_with_their_declared_shape(kafka: KafkaSettings)
         assert state.replication == 1
     assert states[kafka.topic("loan.model-updates")].config["cleanup.policy"] == "compact"
     assert states[kafka.topic("loan.labelled")].config["retention.ms"] == "-1"
+    assert states[kafka.topic("loan.applications")].config["retention.ms"] == "-1"
 
 
 def test_a_topic_with_another_partition_count_is_reported(kafka: KafkaSettings) -> None:
