@@ -212,8 +212,8 @@ def replay(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Replay a history file in event-time order; bad rows to a report and the dead-letter topic."""
+    from loanstream.files import count_rows
     from producer.emitter import Pacing
-    from producer.files import count_rows
     from producer.replay import ReplayOptions
     from producer.replay import replay as run_replay
 

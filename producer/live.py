@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loanstream.config import KafkaSettings
+from loanstream.files import HistoryWriter
 from producer.emitter import EmitSummary, Emitter, Pacing
-from producer.files import HistoryWriter
 from producer.generator import Generator
 from producer.metrics import ProducerMetrics
 from producer.outcomes import OUTCOME_TIME

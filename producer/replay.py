@@ -18,12 +18,12 @@ import pandas as pd
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter
+from loanstream.files import read_chunks, sorted_chunks
 from loanstream.frames import ROW, Rejection, check_frame, require_columns
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.spec import FeatureSpec
 from loanstream.topics import DEAD_LETTER
 from producer.emitter import EmitSummary, Emitter, Pacing
-from producer.files import read_chunks, sorted_chunks
 from producer.metrics import ProducerMetrics
 from producer.outcomes import OUTCOME_TIME
 

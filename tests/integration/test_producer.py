@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, Outcome
+from loanstream.files import HistoryWriter
 from loanstream.spec import load_spec
 from loanstream.topics import APPLICATIONS, DEAD_LETTER, OUTCOMES, create_topics
 from loanstream.validation import ApplicationValidator
 from producer.emitter import Pacing
-from producer.files import HistoryWriter
 from producer.generator import Generator
 from producer.live import produce_live
 from producer.manifest import manifest, write_manifest

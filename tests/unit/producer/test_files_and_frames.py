@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from loanstream.errors import SpecError
+from loanstream.files import HistoryWriter, count_rows, read_chunks, sorted_chunks
 from loanstream.frames import ROW, check_frame
 from loanstream.spec import load_spec
-from producer.files import HistoryWriter, count_rows, read_chunks, sorted_chunks
 from producer.generator import Generator
 from producer.rate import TokenBucket
 from producer.scenarios import load_scenario
