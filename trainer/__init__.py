@@ -1,1 +1,2 @@
-"""LoanStream trainer service (see its issue)."""
+"""LoanStream trainer: candidate models, time-respecting selection, calibration, MLflow tracking
+and registry, champion/challenger promotion, and retraining on request."""

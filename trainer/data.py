@@ -1,0 +1,158 @@
+"""Training data: from a history file or from loan.labelled by event-time window, checked
+against the spec, and split by time (train on older, validate and test on newer)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pandas as pd
+from confluent_kafka import Consumer, TopicPartition
+
+from loanstream.config import KafkaSettings
+from loanstream.errors import LoanStreamError
+from loanstream.files import read_chunks
+from loanstream.frames import check_frame, require_columns
+from loanstream.spec import FeatureSpec
+from loanstream.topics import LABELLED
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    calibrate: pd.DataFrame  # fits the calibrator
+    validate: pd.DataFrame  # chooses calibration method and model
+    test: pd.DataFrame  # the most recent: reported, and where champion meets challenger
+
+
+def load_file(
+    path: Path,
+    spec: FeatureSpec,
+    on_rows: Callable[[int], None] = lambda n: None,
+) -> tuple[pd.DataFrame, int]:
+    """(usable rows with a 0/1 label, rows dropped) from a Parquet or CSV history, by chunks."""
+    columns = [spec.id_column, spec.event_time_column, *spec.feature_names, spec.target_column]
+    parts, dropped = [], 0
+    for chunk in read_chunks(path):
+        good, bad = labelled_frame(chunk, spec)
+        parts.append(good[columns])
+        dropped += bad
+        on_rows(len(chunk))
+    if not parts:
+        raise LoanStreamError(f"{path} holds no rows")
+    return pd.concat(parts, ignore_index=True), dropped
+
+
+def labelled_frame(rows: pd.DataFrame, spec: FeatureSpec) -> tuple[pd.DataFrame, int]:
+    """Keep rows that pass the spec and carry a 0/1 label; return them and the count dropped."""
+    require_columns(spec, list(rows.columns), (spec.target_column,))
+    checked = check_frame(rows, spec)
+    good = checked.good
+    labels = pd.to_numeric(good[spec.target_column], errors="coerce")
+    keep = labels.isin([0, 1])
+    good = good[keep].copy()
+    good[spec.target_column] = labels[keep].astype(int)
+    return good, len(checked.rejections) + int((~keep).sum())
+
+
+def time_split(
+    frame: pd.DataFrame, spec: FeatureSpec, test: float = 0.15, validate: float = 0.15
+) -> Split:
+    """Oldest rows train; the newer validation share is halved into calibrate and validate."""
+    ordered = frame.sort_values(spec.event_time_column, kind="stable").reset_index(drop=True)
+    n = len(ordered)
+    n_test, n_valid = int(n * test), int(n * validate)
+    train_end = n - n_test - n_valid
+    calib_end = train_end + n_valid // 2
+    return Split(
+        ordered.iloc[:train_end],
+        ordered.iloc[train_end:calib_end],
+        ordered.iloc[calib_end : n - n_test],
+        ordered.iloc[n - n_test :],
+    )
+
+
+def read_labelled(
+    kafka: KafkaSettings,
+    spec: FeatureSpec,
+    start: datetime | None,
+    end: datetime | None,
+    timeout_s: float = 60.0,
+) -> pd.DataFrame:
+    """LabelledExamples whose event time is in [start, end), read from loan.labelled.
+
+    Records are stamped with their outcome time, which is never before the event time, so
+    ``offsets_for_times(start)`` is a safe place to begin each partition: nothing before it can
+    belong to the window. Reading stops at the end offsets seen when the read began.
+    """
+    topic = kafka.topic(LABELLED)
+    consumer = Consumer(
+        {
+            **kafka.confluent(),
+            "group.id": f"trainer-read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error:
+            raise LoanStreamError(f"cannot read {topic}: {metadata.error.str()}")
+        partitions = sorted(metadata.partitions)
+        begin_ms = int(start.timestamp() * 1000) if start else 0
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, begin_ms) for p in partitions], timeout=10
+        )
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        assignment = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
+        consumer.assign(assignment)
+        pending = {tp.partition for tp in assignment}
+        rows: list[dict[str, object]] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() or msg.value() is None:
+                    continue
+                rows.append(_row(orjson.loads(msg.value() or b"{}"), spec))
+                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                    pending.discard(msg.partition() or 0)
+        if pending:
+            raise LoanStreamError(f"reading {topic} did not finish within {timeout_s:.0f} s")
+    finally:
+        consumer.close()
+    frame = pd.DataFrame(
+        rows,
+        columns=[spec.id_column, spec.event_time_column, *spec.feature_names, spec.target_column],
+    )
+    times = pd.to_datetime(frame[spec.event_time_column], utc=True)
+    keep = pd.Series(True, index=frame.index)
+    if start is not None:
+        keep &= times >= pd.Timestamp(start)
+    if end is not None:
+        keep &= times < pd.Timestamp(end)
+    logger.info(
+        "read %d labelled examples from %s (%d in the window)", len(frame), topic, int(keep.sum())
+    )
+    return frame[keep].reset_index(drop=True)
+
+
+def _row(example: dict[str, object], spec: FeatureSpec) -> dict[str, object]:
+    features = example.get("features") or {}
+    assert isinstance(features, dict)
+    return {
+        spec.id_column: example["application_id"],
+        spec.event_time_column: example["event_time"],
+        **{name: features.get(name) for name in spec.feature_names},
+        spec.target_column: example["label"],
+    }
