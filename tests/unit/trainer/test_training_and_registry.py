@@ -1,0 +1,104 @@
+"""Training on seeded data, and a real MLflow SQLite store in a temporary directory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.preprocessing import FunctionTransformer
+
+from loanstream.contracts import ModelUpdate
+from tests.trainer_data import history
+from trainer.data import labelled_frame, time_split
+from trainer.pipeline import options_from, training_round
+from trainer.registry import ModelRejected, Registry, load_model_file, sha256_of
+from trainer.settings import TrainerSettings
+from trainer.train import train
+
+FAST = {"candidates": ("logistic", "hgb"), "search_candidates": 2}
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    frame, spec = history(12_000, seed=3)
+    good, dropped = labelled_frame(frame, spec)
+    assert dropped == 0
+    return good, spec
+
+
+def test_the_split_respects_time(data) -> None:  # type: ignore[no-untyped-def]
+    good, spec = data
+    split = time_split(good, spec)
+    t = spec.event_time_column
+    assert split.train[t].max() < split.calibrate[t].min()
+    assert split.calibrate[t].max() < split.validate[t].min()
+    assert split.validate[t].max() < split.test[t].min()
+    assert len(split.test) == int(len(good) * 0.15)
+
+
+def test_training_is_reproducible_to_the_last_digit(data) -> None:  # type: ignore[no-untyped-def]
+    good, spec = data
+    settings = TrainerSettings(data_dir=Path("/nonexistent"))
+    first = train(time_split(good, spec), spec, options_from(settings, **FAST))
+    second = train(time_split(good, spec), spec, options_from(settings, **FAST))
+    assert first.calibrated == second.calibrated
+    assert first.name == second.name and first.params == second.params
+    assert first.calibrated["ece"] < 0.04 and first.calibrated["auc"] > 0.8
+    shuffled = train(
+        time_split(good, spec), spec, options_from(settings, **FAST, shuffle_labels=True)
+    )
+    assert shuffled.calibrated["auc"] < 0.6
+
+
+def test_register_promote_refuse_a_worse_challenger_and_load_verified(
+    data,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    good, spec = data
+    settings = TrainerSettings(data_dir=tmp_path)
+    registry = Registry(settings)
+    published: list[ModelUpdate] = []
+    first = training_round(
+        good, spec, settings, registry, options_from(settings, **FAST), published.append
+    )
+    assert first.promoted and first.reason == "no champion yet"
+    assert [u.version for u in published] == [first.version.version]
+    assert published[0].sha256 == first.version.sha256
+    assert (first.report_dir / "model_card.html").read_text().count("<img") == 4
+
+    worse = training_round(
+        good,
+        spec,
+        settings,
+        registry,
+        options_from(settings, **FAST, shuffle_labels=True),
+        published.append,
+    )
+    assert not worse.promoted and "below the margin" in worse.reason
+    assert len(published) == 1  # nothing published for the worse one
+    versions = {v["version"]: v for v in registry.list_versions()}
+    assert versions[first.version.version]["aliases"] == ["champion"]
+    assert versions[worse.version.version]["aliases"] == ["challenger"]
+
+    loaded = registry.load()
+    assert loaded.version == first.version.version
+    assert loaded.bands.approve_from == 0.9
+    assert set(loaded.reference["features"]) == set(spec.feature_names)
+    p = loaded.model.predict_proba(good[spec.feature_names].iloc[:5])[:, 1]
+    assert np.all((p > 0) & (p < 1))
+    with pytest.raises(ModelRejected, match=r"sha256 is .* expected 0+: refusing to load it"):
+        registry.load(first.version.version, expected_sha256="0" * 64)
+
+    registry.promote(worse.version.version, "by hand, for the rollback drill")
+    assert registry.champion().version == worse.version.version  # type: ignore[union-attr]
+    assert registry.rollback().version == first.version.version
+    assert registry.champion().version == first.version.version  # type: ignore[union-attr]
+
+
+def test_a_model_file_with_an_untrusted_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.skops"
+    sio.dump(FunctionTransformer(func=print), path)
+    with pytest.raises(
+        ModelRejected, match=r"types outside the trusted list: \['builtins.print'\]"
+    ):
+        load_model_file(tmp_path, sha256_of(path))

@@ -1,0 +1,338 @@
+"""MLflow tracking and registry: log a training run with its artifacts, register the model
+(skops, explicit trusted types), manage the ``champion`` and ``challenger`` aliases, and load a
+version back only if its sha256 matches and it holds nothing outside the trusted types."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+import yaml
+
+from loanstream.contracts import ModelUpdate
+from loanstream.errors import LoanStreamError
+from loanstream.spec import FeatureSpec
+from trainer.evaluate import DecisionBands
+from trainer.settings import TrainerSettings
+from trainer.train import TrainingResult
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_FILE = "model.skops"
+
+# Every type a LoanStream model may hold beyond what skops trusts by default. A model file with
+# anything else is refused: skops would otherwise have to run arbitrary code to rebuild it.
+TRUSTED_TYPES = [
+    "functools.partial",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.frozen._frozen.FrozenEstimator",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils.validation.check_array",
+]
+
+
+class ModelRejected(LoanStreamError):
+    """A model file failed its checksum or holds types outside the trusted list."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    sha256: str
+    metrics: dict[str, float]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def update(self) -> ModelUpdate:
+        return ModelUpdate(
+            model_name=self.name,
+            version=self.version,
+            run_id=self.run_id,
+            model_uri=self.uri,
+            sha256=self.sha256,
+            metrics={k: float(v) for k, v in self.metrics.items()},
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model with what the scorer and monitor need beside it."""
+
+    model: Any
+    name: str
+    version: str
+    sha256: str
+    bands: DecisionBands
+    reference: dict[str, Any]
+    feature_names: list[str]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model_file(directory: Path, expected_sha256: str | None) -> tuple[Any, dict[str, Any]]:
+    """(model, MLmodel metadata) from a downloaded model directory, verified."""
+    path = directory / MODEL_FILE
+    if not path.exists():
+        raise ModelRejected(f"{directory} holds no {MODEL_FILE}")
+    actual = sha256_of(path)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise ModelRejected(
+            f"model file sha256 is {actual}, expected {expected_sha256}: refusing to load it"
+        )
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
+    model = sio.load(path, trusted=TRUSTED_TYPES)
+    mlmodel = directory / "MLmodel"
+    metadata = yaml.safe_load(mlmodel.read_text()).get("metadata", {}) if mlmodel.exists() else {}
+    return model, metadata
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_fingerprint(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, str]:
+    columns = [spec.id_column, spec.event_time_column, *spec.feature_names, spec.target_column]
+    hashed = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    times = pd.to_datetime(frame[spec.event_time_column], utc=True)
+    return {
+        "data_rows": str(len(frame)),
+        "data_start": times.min().isoformat(),
+        "data_end": times.max().isoformat(),
+        "data_sha256": hashlib.sha256(hashed.tobytes()).hexdigest(),
+        "spec_name": spec.name,
+        "spec_sha256": spec.fingerprint,
+    }
+
+
+class Registry:
+    """The MLflow side of the trainer. Nothing connects until a method needs it."""
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            import mlflow
+            from mlflow import MlflowClient
+
+            uri = self.settings.resolved_tracking_uri()
+            mlflow.set_tracking_uri(uri)
+            self._client = MlflowClient(uri)
+            if self._client.get_experiment_by_name(self.settings.experiment) is None:
+                self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+                self._client.create_experiment(
+                    self.settings.experiment, artifact_location=self.settings.artifact_root.as_uri()
+                )
+            mlflow.set_experiment(self.settings.experiment)
+        return self._client
+
+    def log(
+        self,
+        result: TrainingResult,
+        spec: FeatureSpec,
+        train_frame: pd.DataFrame,
+        tags: dict[str, str],
+    ) -> RegisteredVersion:
+        """Track the run (params, metrics, fingerprint, artifacts) and register the model."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        client = self.client
+        name = self.settings.model_name
+        sample = train_frame[spec.feature_names].iloc[:200]
+        metadata = {
+            "bands": result.bands.as_dict(),
+            "reference": result.reference,
+            "spec_sha256": spec.fingerprint,
+            "feature_names": spec.feature_names,
+        }
+        with mlflow.start_run(run_name=f"{result.name}-{result.calibration}") as run:
+            mlflow.log_params(
+                {
+                    "model": result.name,
+                    "calibration": result.calibration,
+                    **{k.removeprefix("model__"): v for k, v in result.params.items()},
+                    **{f"band_{k}": v for k, v in result.bands.as_dict().items()},
+                }
+            )
+            mlflow.log_metrics({f"test_{k}": v for k, v in result.calibrated.items()})
+            mlflow.log_metrics(
+                {f"test_uncalibrated_{k}": v for k, v in result.uncalibrated.items()}
+            )
+            for candidate in result.candidates:
+                mlflow.log_metrics(
+                    {f"validation_{candidate.name}_{k}": v for k, v in candidate.validation.items()}
+                )
+            mlflow.set_tags(
+                {**data_fingerprint(train_frame, spec), "git_commit": _git_commit(), **tags}
+            )
+            info = mlflow.sklearn.log_model(
+                result.model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                registered_model_name=name,
+                signature=infer_signature(sample, result.model.predict_proba(sample)),
+                input_example=sample.iloc[:3],
+                metadata=metadata,
+            )
+            version = str(info.registered_model_version)
+        sha = self._sha256(name, version)
+        client.set_model_version_tag(name, version, "sha256", sha)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        return RegisteredVersion(
+            name, version, run.info.run_id, sha, {k: float(v) for k, v in result.calibrated.items()}
+        )
+
+    def attach_report(self, run_id: str, directory: Path) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path="report")
+
+    def _sha256(self, name: str, version: str) -> str:
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+                )
+            )
+            return sha256_of(local / MODEL_FILE)
+
+    def version(self, version: str) -> RegisteredVersion:
+        client = self.client
+        name = self.settings.model_name
+        found = client.get_model_version(name, version)
+        run = client.get_run(found.run_id)
+        metrics = {
+            k.removeprefix("test_"): v
+            for k, v in run.data.metrics.items()
+            if k.startswith("test_") and not k.startswith("test_uncalibrated_")
+        }
+        return RegisteredVersion(
+            name, str(found.version), found.run_id, found.tags.get("sha256", ""), metrics
+        )
+
+    def champion(self) -> RegisteredVersion | None:
+        try:
+            found = self.client.get_model_version_by_alias(self.settings.model_name, CHAMPION)
+        except Exception:  # no registered model or no alias yet
+            return None
+        return self.version(str(found.version))
+
+    def promote(self, version: str, reason: str) -> RegisteredVersion:
+        client = self.client
+        name = self.settings.model_name
+        chosen = self.version(version)
+        client.set_registered_model_alias(name, CHAMPION, chosen.version)
+        aliases = client.get_registered_model(name).aliases
+        if str(aliases.get(CHALLENGER)) == chosen.version:  # a challenger no more
+            client.delete_registered_model_alias(name, CHALLENGER)
+        client.set_model_version_tag(
+            name, chosen.version, "champion_since", datetime.now(UTC).isoformat()
+        )
+        client.set_model_version_tag(name, chosen.version, "promotion_reason", reason)
+        return chosen
+
+    def rollback(self) -> RegisteredVersion:
+        """Make the previous champion champion again."""
+        current = self.champion()
+        earlier = [
+            v
+            for v in self.list_versions()
+            if v["champion_since"] and (current is None or v["version"] != current.version)
+        ]
+        if not earlier:
+            raise LoanStreamError("no earlier champion to roll back to")
+        previous = max(earlier, key=lambda v: v["champion_since"])
+        return self.promote(
+            previous["version"], f"rollback from {current.version if current else '-'}"
+        )
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        client = self.client
+        name = self.settings.model_name
+        try:
+            aliases = client.get_registered_model(name).aliases
+        except Exception:
+            return []
+        rows = []
+        for v in client.search_model_versions(f"name='{name}'"):
+            run = client.get_run(v.run_id)
+            rows.append(
+                {
+                    "version": str(v.version),
+                    "aliases": sorted(
+                        a for a, ver in aliases.items() if str(ver) == str(v.version)
+                    ),
+                    "model": run.data.params.get("model", ""),
+                    "auc": run.data.metrics.get("test_auc"),
+                    "ece": run.data.metrics.get("test_ece"),
+                    "rows": run.data.tags.get("data_rows", ""),
+                    "champion_since": v.tags.get("champion_since", ""),
+                    "reason": v.tags.get("promotion_reason", v.tags.get("rejection_reason", "")),
+                    "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(),
+                }
+            )
+        return sorted(rows, key=lambda r: int(r["version"]))
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.settings.model_name, version, key, value)
+
+    def load(self, version: str | None = None, expected_sha256: str | None = None) -> LoadedModel:
+        """Load ``version`` (default: the champion), verified against its recorded sha256."""
+        import mlflow
+
+        chosen = self.version(version) if version else self.champion()
+        if chosen is None:
+            raise LoanStreamError(f"model {self.settings.model_name} has no champion yet")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=chosen.uri, dst_path=tmp))
+            model, metadata = load_model_file(local, expected_sha256 or chosen.sha256)
+        return LoadedModel(
+            model,
+            chosen.name,
+            chosen.version,
+            chosen.sha256,
+            DecisionBands(**metadata["bands"]),
+            metadata["reference"],
+            list(metadata["feature_names"]),
+        )
+
+
+def score(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict_proba(frame)[:, 1], dtype=float)

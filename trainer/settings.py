@@ -1,0 +1,43 @@
+"""Trainer settings (env prefix ``LOANSTREAM_TRAINER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loanstream.config import default_data_dir
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_TRAINER_", extra="ignore")
+
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    experiment: str = "loanstream"
+    model_name: str = "loan-repayment"
+    seed: int = 0
+    search_candidates: int = Field(default=6, ge=1)
+    candidates: tuple[str, ...] = ("logistic", "hgb", "forest")
+    cost_wrong_approval: float = Field(default=5.0, gt=0)
+    cost_wrong_decline: float = Field(default=1.0, gt=0)
+    cost_review: float = Field(default=0.5, ge=0)
+    primary_metric: str = Field(default="auc", pattern="^(auc|log_loss|brier)$")
+    promotion_margin: float = Field(default=0.002, ge=0)
+    calibration_tolerance: float = Field(default=0.005, ge=0)
+    recent_window_days: float = Field(default=90.0, gt=0)
+    min_rows: int = Field(default=2000, ge=100)
+    metrics_port: int | None = None
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.data_dir / "mlartifacts"
