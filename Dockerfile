@@ -8,6 +8,6 @@ COPY producer ./producer
 COPY scorer ./scorer
 COPY monitor ./monitor
 COPY trainer ./trainer
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && mkdir -p /data && chown nobody /data
 USER nobody
 CMD ["loanstream", "--help"]

@@ -1,0 +1,145 @@
+"""The retrain service against the real broker and a real MLflow SQLite store."""
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from prometheus_client import CollectorRegistry
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import Decision, LabelledExample, ModelUpdate, RetrainRequest
+from loanstream.kafka.clients import IdempotentProducer
+from loanstream.topics import LABELLED, MODEL_UPDATES, RETRAIN_REQUESTS, create_topics
+from producer.outcomes import OUTCOME_TIME
+from tests.integration.consume import read_all
+from tests.trainer_data import history
+from trainer.metrics import TrainerMetrics
+from trainer.pipeline import options_from, publish, training_round
+from trainer.registry import Registry
+from trainer.service import RetrainService
+from trainer.settings import TrainerSettings
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def value(metric: CollectorRegistry, name: str, labels: dict[str, str]) -> float:
+    return metric.get_sample_value(name, labels) or 0.0
+
+
+def test_a_retrain_request_registers_a_version_and_publishes_one_update(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    create_topics(kafka)
+    frame, spec = history(8000, seed=9)
+    labelled = frame[frame[OUTCOME_TIME].notna()]
+    with IdempotentProducer(kafka) as producer:
+        for row in labelled.itertuples(index=False):
+            data = row._asdict()
+            example = LabelledExample(
+                application_id=data[spec.id_column],
+                event_time=data[spec.event_time_column],
+                outcome_time=data[OUTCOME_TIME],
+                features={f: (None if pd.isna(data[f]) else data[f]) for f in spec.feature_names},
+                probability=0.5,
+                decision=Decision.REVIEW,
+                model_name="bootstrap",
+                model_version="0",
+                label=int(data[spec.target_column]),
+            )
+            producer.produce(
+                kafka.topic(LABELLED),
+                example.application_id.encode(),
+                example.to_json(),
+                timestamp_ms=int(data[OUTCOME_TIME].timestamp() * 1000),
+            )
+
+    settings = TrainerSettings(
+        data_dir=tmp_path, candidates=("logistic",), search_candidates=2, recent_window_days=3650
+    )
+    registry, metrics_registry = Registry(settings), CollectorRegistry()
+    service = RetrainService(
+        kafka,
+        spec,
+        settings,
+        registry,
+        TrainerMetrics(metrics_registry),
+        lambda update: publish(kafka, update),
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
+    worker.start()
+    try:
+
+        def request(reason: str) -> None:
+            with IdempotentProducer(kafka) as producer:
+                r = RetrainRequest(
+                    request_id=uuid.uuid4().hex,
+                    model_name=settings.model_name,
+                    reason=reason,
+                    requested_by="test",
+                )
+                producer.produce(kafka.topic(RETRAIN_REQUESTS), r.model_name.encode(), r.to_json())
+
+        request("drift confirmed")
+        wait_for(
+            lambda: (
+                value(metrics_registry, "loanstream_trainer_requests_total", {"outcome": "trained"})
+                == 1
+            )
+        )
+        request("same drift, again")  # arrives while the round runs: covered by it
+        request("and again")
+        wait_for(
+            lambda: (
+                value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "promoted"})
+                == 1
+            )
+        )
+        wait_for(
+            lambda: (
+                value(
+                    metrics_registry,
+                    "loanstream_trainer_requests_total",
+                    {"outcome": "deduplicated"},
+                )
+                == 2
+            ),
+            timeout=30,
+        )
+        assert (
+            value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "rejected"})
+            == 0
+        )
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+    versions = registry.list_versions()
+    assert [v["version"] for v in versions] == ["1"]
+    assert versions[0]["aliases"] == ["champion"]
+    updates = [
+        ModelUpdate.from_json(m.value()) for m in read_all(kafka, kafka.topic(MODEL_UPDATES), 1)
+    ]
+    assert [(u.model_name, u.version) for u in updates] == [(settings.model_name, "1")]
+    assert updates[0].sha256 == registry.champion().sha256  # type: ignore[union-attr]
+
+    # A deliberately worse challenger is registered, not promoted, and nothing is published.
+    frame_again = registry  # the same store
+    worse = training_round(
+        labelled.drop(columns=[OUTCOME_TIME]),
+        spec,
+        settings,
+        frame_again,
+        options_from(settings, shuffle_labels=True),
+        lambda update: publish(kafka, update),
+    )
+    assert not worse.promoted and worse.version.version == "2"
+    assert registry.champion().version == "1"  # type: ignore[union-attr]
+    assert len(read_all(kafka, kafka.topic(MODEL_UPDATES), 1, settle_s=2.0)) == 1

@@ -1,0 +1,209 @@
+"""`loanstream train`, `loanstream model list|promote|rollback` and `loanstream trainer`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loanstream.config import KafkaSettings
+from loanstream.errors import LoanStreamError
+from loanstream.progress import progress_bar
+from loanstream.spec import load_spec
+
+console = Console(soft_wrap=True)
+logger = logging.getLogger(__name__)
+model_app = typer.Typer(
+    help="The registered models: list, promote, roll back.", no_args_is_help=True
+)
+
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="feature spec (default: loan)")]
+BootstrapOpt = Annotated[str | None, typer.Option("--bootstrap-servers", "-b")]
+PublishOpt = Annotated[
+    bool,
+    typer.Option("--publish/--no-publish", help="announce a new champion on loan.model-updates"),
+]
+
+
+def _kafka(bootstrap: str | None) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def train(
+    data: Annotated[Path | None, typer.Argument(help="history file (.parquet/.csv)")] = None,
+    from_topic: Annotated[bool, typer.Option("--from-topic", help="read loan.labelled")] = False,
+    start: Annotated[datetime | None, typer.Option("--start", help="event time from")] = None,
+    end: Annotated[datetime | None, typer.Option("--end", help="event time before")] = None,
+    spec: SpecOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    candidates: Annotated[str, typer.Option("--candidates")] = "logistic,hgb,forest",
+    shuffle_labels: Annotated[
+        bool,
+        typer.Option(
+            "--shuffle-labels", help="train on shuffled labels: a deliberately worse challenger"
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="also write the card here")
+    ] = None,
+    publish: PublishOpt = True,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Train, calibrate and register a model; promote it if it beats the champion."""
+    from trainer.data import load_file, read_labelled
+    from trainer.pipeline import options_from, training_round
+    from trainer.pipeline import publish as publish_update
+    from trainer.registry import Registry
+    from trainer.settings import TrainerSettings
+
+    if (data is None) == (not from_topic):
+        raise typer.BadParameter("give a history FILE or --from-topic, not both")
+    settings = TrainerSettings() if seed is None else TrainerSettings(seed=seed)
+    feature_spec = load_spec(spec)
+    kafka = _kafka(bootstrap_servers)
+    names = tuple(c.strip() for c in candidates.split(",") if c.strip())
+    with progress_bar(console) as bar:
+        if data is not None:
+            reading = bar.add_task("reading", total=None)
+            frame, dropped = load_file(data, feature_spec, lambda n: bar.advance(reading, n))
+        else:
+            frame, dropped = read_labelled(kafka, feature_spec, _aware(start), _aware(end)), 0
+        steps = bar.add_task("training", total=2 * len(names) + 3)
+
+        def step(text: str) -> None:
+            bar.update(steps, description=text)
+            bar.advance(steps)
+
+        result = training_round(
+            frame,
+            feature_spec,
+            settings,
+            Registry(settings),
+            options_from(settings, candidates=names, shuffle_labels=shuffle_labels),
+            (lambda update: publish_update(kafka, update)) if publish else None,
+            tags={"source": str(data) if data else "loan.labelled"},
+            report_dir=report,
+            on_step=step,
+        )
+    metrics = result.version.metrics
+    console.print(
+        f"{len(frame):,} labelled rows ({dropped:,} dropped). Registered "
+        f"{result.version.name} v{result.version.version}: AUC {metrics['auc']:.4f}, "
+        f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}.\n"
+        f"{'Promoted to champion' if result.promoted else 'Not promoted'}: {result.reason}"
+        f"{' (ModelUpdate published)' if result.promoted and publish else ''}.\n"
+        f"Model card: {result.report_dir / 'model_card.html'}"
+    )
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Every registered version with its aliases, metrics and why it was or was not promoted."""
+    from trainer.registry import Registry
+    from trainer.settings import TrainerSettings
+
+    settings = TrainerSettings()
+    table = Table(title=f"{settings.model_name} in {settings.resolved_tracking_uri()}")
+    for column in ("version", "aliases", "model", "AUC", "ECE", "train rows", "why"):
+        table.add_column(column)
+    for v in Registry(settings).list_versions():
+        table.add_row(
+            v["version"],
+            ",".join(v["aliases"]),
+            v["model"],
+            f"{v['auc']:.4f}" if v["auc"] is not None else "",
+            f"{v['ece']:.4f}" if v["ece"] is not None else "",
+            v["rows"],
+            v["reason"],
+        )
+    console.print(table)
+
+
+@model_app.command("promote")
+def model_promote(
+    version: Annotated[str, typer.Argument()],
+    publish: PublishOpt = True,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Make VERSION the champion (by hand) and announce it."""
+    from trainer.pipeline import publish as publish_update
+    from trainer.registry import Registry
+    from trainer.settings import TrainerSettings
+
+    chosen = Registry(TrainerSettings()).promote(version, "promoted by hand")
+    if publish:
+        publish_update(_kafka(bootstrap_servers), chosen.update())
+    console.print(f"v{chosen.version} is champion{' (ModelUpdate published)' if publish else ''}")
+
+
+@model_app.command("rollback")
+def model_rollback(publish: PublishOpt = True, bootstrap_servers: BootstrapOpt = None) -> None:
+    """Make the previous champion champion again, and announce it."""
+    from trainer.pipeline import publish as publish_update
+    from trainer.registry import Registry
+    from trainer.settings import TrainerSettings
+
+    chosen = Registry(TrainerSettings()).rollback()
+    if publish:
+        publish_update(_kafka(bootstrap_servers), chosen.update())
+    console.print(f"rolled back: v{chosen.version} is champion")
+
+
+def trainer(
+    spec: SpecOpt = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port")] = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Run the retrain service: train on loan.labelled when loan.retrain-requests asks."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from trainer.metrics import TrainerMetrics
+    from trainer.pipeline import publish as publish_update
+    from trainer.registry import Registry
+    from trainer.service import RetrainService
+    from trainer.settings import TrainerSettings
+
+    settings = TrainerSettings()
+    kafka = _kafka(bootstrap_servers)
+    registry = CollectorRegistry()
+    port = metrics_port or settings.metrics_port
+    if port:
+        start_http_server(port, registry=registry)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service = RetrainService(
+        kafka,
+        load_spec(spec),
+        settings,
+        Registry(settings),
+        TrainerMetrics(registry),
+        lambda u: publish_update(kafka, u),
+    )
+    console.print(
+        f"trainer: waiting for retrain requests (model {settings.model_name}, "
+        f"MLflow {settings.resolved_tracking_uri()})"
+    )
+    service.run(stop)
+    console.print("trainer stopped")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the trainer's commands to the ``loanstream`` CLI (an entry point)."""
+    app.command("train")(train)
+    app.command("trainer")(trainer)
+    app.add_typer(model_app, name="model")
+
+
+__all__ = ["LoanStreamError", "register"]

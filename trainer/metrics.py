@@ -1,0 +1,32 @@
+"""Prometheus metrics of the retrain service, built against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "loanstream_trainer_requests_total",
+            "Retrain requests by what became of them",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rounds = Counter(
+            "loanstream_trainer_retrains_total",
+            "Training rounds by result",
+            ["result"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "loanstream_trainer_retrain_seconds",
+            "Duration of a training round",
+            buckets=(5, 10, 30, 60, 120, 300, 600, 1200),
+            registry=registry,
+        )
+        self.champion = Gauge(
+            "loanstream_trainer_champion_version",
+            "Version of the current champion",
+            registry=registry,
+        )

@@ -1,0 +1,152 @@
+"""The retrain service: consumes loan.retrain-requests and runs training rounds.
+
+Requests that arrive while a round runs queue up in Kafka; when the round ends they are read
+together, and those that arrived before it finished are counted as covered by it, not trained
+again. A round trains on the window the requests name (the union of their windows) or, if none
+names one, on the newest ``recent_window_days`` of labelled event time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest
+from loanstream.errors import LoanStreamError
+from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
+from loanstream.spec import FeatureSpec
+from loanstream.topics import DEAD_LETTER, RETRAIN_REQUESTS
+from trainer.data import read_labelled
+from trainer.metrics import TrainerMetrics
+from trainer.pipeline import RoundResult, options_from, training_round
+from trainer.registry import Registry
+from trainer.settings import TrainerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime | None
+    end: datetime | None
+
+
+def union_window(requests: list[RetrainRequest]) -> Window:
+    """The smallest window covering every request's; open-ended if any request is."""
+    starts = [r.window_start for r in requests]
+    ends = [r.window_end for r in requests]
+    start = None if any(s is None for s in starts) else min(s for s in starts if s)
+    end = None if any(e is None for e in ends) else max(e for e in ends if e)
+    return Window(start, end)
+
+
+class RetrainService:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        spec: FeatureSpec,
+        settings: TrainerSettings,
+        registry: Registry,
+        metrics: TrainerMetrics,
+        publisher: Callable[[ModelUpdate], None],
+    ) -> None:
+        self.kafka = kafka
+        self.spec = spec
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.publisher = publisher
+        self.last_round_end_ms = 0
+
+    def parse(self, messages: list[Message], dead: IdempotentProducer) -> list[RetrainRequest]:
+        requests = []
+        for msg in messages:
+            try:
+                request = RetrainRequest.from_json(msg.value() or b"")
+            except ValidationError as err:
+                self.metrics.requests.labels("invalid").inc()
+                logger.warning(
+                    "invalid retrain request topic=%s partition=%s offset=%s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                )
+                letter = DeadLetter.of(
+                    source_topic=msg.topic() or "",
+                    partition=msg.partition() or 0,
+                    offset=msg.offset() or 0,
+                    key=msg.key(),
+                    value=msg.value(),
+                    reason="invalid",
+                    error=str(err)[:2000],
+                    service="trainer",
+                )
+                dead.produce(self.kafka.topic(DEAD_LETTER), msg.key(), letter.to_json())
+                continue
+            if msg.timestamp()[1] <= self.last_round_end_ms:
+                self.metrics.requests.labels("deduplicated").inc()
+                logger.info(
+                    "request %s arrived during the last round: covered by it", request.request_id
+                )
+                continue
+            requests.append(request)
+        return requests
+
+    def handle(self, requests: list[RetrainRequest]) -> RoundResult | None:
+        """One training round for a batch of requests; failures are logged and counted."""
+        if not requests:
+            return None
+        self.metrics.requests.labels("trained").inc(len(requests))
+        window = union_window(requests)
+        began = time.monotonic()
+        try:
+            frame = read_labelled(self.kafka, self.spec, window.start, window.end)
+            if window.start is None and window.end is None and len(frame):
+                times = pd.to_datetime(frame[self.spec.event_time_column], utc=True)
+                recent = times >= times.max() - pd.Timedelta(days=self.settings.recent_window_days)
+                frame = frame[recent]
+            result = training_round(
+                frame,
+                self.spec,
+                self.settings,
+                self.registry,
+                options_from(self.settings),
+                self.publisher,
+                tags={
+                    "requests": ",".join(r.request_id for r in requests)[:5000],
+                    "reason": requests[0].reason[:500],
+                },
+                on_step=lambda step: logger.info("retrain: %s", step),
+            )
+        except LoanStreamError as err:
+            self.metrics.rounds.labels("failed").inc()
+            logger.error("retrain failed: %s", err)
+            return None
+        finally:
+            self.metrics.seconds.observe(time.monotonic() - began)
+            self.last_round_end_ms = int(time.time() * 1000)
+        self.metrics.rounds.labels("promoted" if result.promoted else "rejected").inc()
+        if result.promoted:
+            self.metrics.champion.set(float(result.version.version))
+        return result
+
+    def run(self, stop: threading.Event, group_id: str = "loanstream-trainer") -> None:
+        topic = self.kafka.topic(RETRAIN_REQUESTS)
+        dead = IdempotentProducer(self.kafka)
+        with CommittingConsumer(self.kafka, group_id, [topic]) as consumer:
+            logger.info("trainer waiting for retrain requests on %s", topic)
+            for batch in consumer.batches(max_messages=100, timeout=1.0):
+                if stop.is_set():
+                    break  # this batch stays uncommitted: the next start reads it again
+                self.handle(self.parse(batch, dead))
+                dead.poll(0)
+        dead.flush()
