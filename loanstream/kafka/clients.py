@@ -67,8 +67,10 @@ class IdempotentProducer:
     ``produce`` waits (serving delivery reports) when the local queue is full instead of
     raising; ``flush`` raises :class:`DeliveryError` if anything was not acknowledged.
 
-    >>> with IdempotentProducer(KafkaSettings()) as p:          # doctest: +SKIP
-    ...     p.produce("loan.applications", b"a-1", b"{...}")
+    Example (needs a broker)::
+
+        with IdempotentProducer(KafkaSettings()) as producer:
+            producer.produce("loan.applications", b"a-1", b"{...}")
     """
 
     def __init__(
@@ -173,9 +175,11 @@ class CommittingConsumer:
     stored, librdkafka commits stored offsets in the background, and ``close`` commits
     synchronously. At-least-once: a crash or a ``break`` replays the unmarked batch.
 
-    >>> consumer = CommittingConsumer(KafkaSettings(), group_id="g", topics=["t"])  # doctest: +SKIP
-    >>> for batch in consumer.batches(max_messages=500, timeout=0.5):              # doctest: +SKIP
-    ...     handle(batch)
+    Example (needs a broker)::
+
+        consumer = CommittingConsumer(KafkaSettings(), group_id="g", topics=["t"])
+        for batch in consumer.batches(max_messages=500, timeout=0.5):
+            handle(batch)
     """
 
     def __init__(
