@@ -16,6 +16,7 @@ import hashlib
 import json
 from functools import cached_property
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -139,19 +140,28 @@ def parse_spec(data: object, source: str = "<data>") -> FeatureSpec:
         raise SpecError(_format_error(source, err)) from None
 
 
-def load_spec(path: str | Path | None = None) -> FeatureSpec:
-    """Load a YAML feature spec; ``None`` loads the default loan-application spec."""
+def read_yaml(path: str | Path | None, default: Traversable, what: str) -> tuple[object, str]:
+    """(parsed YAML, source name) of ``path``, or of the packaged ``default`` when it is None.
+
+    Every declarative file of the project (spec, world, scenarios) is read here, so each
+    names itself the same way when it cannot be read or parsed.
+    """
     if path is None:
-        text = resources.files("loanstream.specs").joinpath(DEFAULT_SPEC_NAME).read_text()
-        source = f"<default {DEFAULT_SPEC_NAME}>"
+        text, source = default.read_text(), f"<default {default.name}>"
     else:
         source = str(path)
         try:
             text = Path(path).read_text()
         except OSError as err:
-            raise SpecError(f"cannot read feature spec {source}: {err.strerror}") from None
+            raise SpecError(f"cannot read {what} {source}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), source
     except yaml.YAMLError as err:
-        raise SpecError(f"invalid feature spec {source}: not valid YAML ({err})") from None
+        raise SpecError(f"invalid {what} {source}: not valid YAML ({err})") from None
+
+
+def load_spec(path: str | Path | None = None) -> FeatureSpec:
+    """Load a YAML feature spec; ``None`` loads the default loan-application spec."""
+    default = resources.files("loanstream.specs").joinpath(DEFAULT_SPEC_NAME)
+    data, source = read_yaml(path, default, "feature spec")
     return parse_spec(data, source)

@@ -23,7 +23,7 @@ import pandas as pd
 from loanstream.spec import CategoricalFeature, FeatureSpec
 from producer.outcomes import OUTCOME_TIME, LabelPolicy
 from producer.scenarios import Drift, Scenario
-from producer.world import CategoricalMarginal, NumericMarginal, World
+from producer.world import CategoricalMarginal, NumericMarginal, Truth, World
 
 CHUNK = 1000
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -78,7 +78,7 @@ class Generator:
         logit = self._logit(values, rng, n)
         for i, drift in enumerate(self.scenario.drifts):
             if drift.kind == "concept":
-                logit += np.where(active[i], self._concept_delta(values, drift, n), 0.0)
+                logit += np.where(active[i], self._linear(values, drift, n), 0.0)
         probability = 1.0 / (1.0 + np.exp(-logit))
         label = (rng.random(n) < probability).astype(np.int8)
         delays = self.labels.delays_ns(rng, n)
@@ -143,19 +143,15 @@ class Generator:
 
     def _logit(self, values: dict[str, np.ndarray], rng: np.random.Generator, n: int) -> np.ndarray:
         truth = self.world.truth
-        logit = np.full(n, truth.intercept) + truth.noise * rng.standard_normal(n)
-        for name, coef in truth.coefficients.items():
-            logit += coef * self._z(name, values[name])
-        for name, effects in truth.categories.items():
-            for value, effect in effects.items():
-                logit += effect * (values[name] == value)
-        return logit
+        noise = truth.noise * rng.standard_normal(n)
+        return self._linear(values, truth, n) + noise
 
-    def _concept_delta(self, values: dict[str, np.ndarray], drift: Drift, n: int) -> np.ndarray:
-        delta = np.full(n, drift.intercept)
-        for name, coef in drift.coefficients.items():
-            delta += coef * self._z(name, values[name])
-        for name, effects in drift.categories.items():
+    def _linear(self, values: dict[str, np.ndarray], terms: Truth | Drift, n: int) -> np.ndarray:
+        """intercept + coefficients x z(feature) + category effects: the truth, or a change."""
+        total = np.full(n, terms.intercept)
+        for name, coef in terms.coefficients.items():
+            total += coef * self._z(name, values[name])
+        for name, effects in terms.categories.items():
             for value, effect in effects.items():
-                delta += effect * (values[name] == value)
-        return delta
+                total += effect * (values[name] == value)
+        return total

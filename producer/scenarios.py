@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loanstream.errors import SpecError
+from loanstream.spec import read_yaml
 
 
 class Drift(BaseModel):
@@ -55,19 +55,12 @@ class Scenario(BaseModel):
 
 
 def _load_file(path: str | Path | None) -> dict[str, Scenario]:
-    if path is None:
-        text = resources.files("producer").joinpath("scenarios.yaml").read_text()
-        source = "<default scenarios>"
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise SpecError(f"cannot read scenario file {source}: {err.strerror}") from None
+    default = resources.files("producer").joinpath("scenarios.yaml")
+    data, source = read_yaml(path, default, "scenario file")
     try:
-        raw = yaml.safe_load(text)["scenarios"]
+        raw = data["scenarios"]  # type: ignore[index]
         return {name: Scenario(name=name, **body) for name, body in raw.items()}
-    except (ValidationError, yaml.YAMLError, KeyError, TypeError) as err:
+    except (ValidationError, KeyError, TypeError) as err:
         raise SpecError(f"invalid scenario file {source}: {err}") from None
 
 

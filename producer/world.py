@@ -14,11 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loanstream.errors import SpecError
-from loanstream.spec import CategoricalFeature, FeatureSpec
+from loanstream.spec import CategoricalFeature, FeatureSpec, read_yaml
 
 
 class _Frozen(BaseModel):
@@ -95,17 +94,10 @@ class World(_Frozen):
 
 def load_world(path: str | Path | None, spec: FeatureSpec) -> World:
     """Load a world file (``None``: the default loan world) and check it against ``spec``."""
-    if path is None:
-        text = resources.files("producer.worlds").joinpath("loan.yaml").read_text()
-        source = "<default loan world>"
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise SpecError(f"cannot read world {source}: {err.strerror}") from None
+    default = resources.files("producer.worlds").joinpath("loan.yaml")
+    data, source = read_yaml(path, default, "world")
     try:
-        world = World.model_validate(yaml.safe_load(text))
-    except (ValidationError, yaml.YAMLError) as err:
+        world = World.model_validate(data)
+    except ValidationError as err:
         raise SpecError(f"invalid world {source}: {err}") from None
     return world.check_against(spec)
