@@ -1,17 +1,9 @@
-"""Metrics of probabilistic classifiers, calibration error, and cost-based decision bands.
+"""Metrics of probabilistic classifiers and calibration error.
 
 Throughout, ``p`` is the probability of on-time repayment and ``y`` is 1 for repaid.
-
->>> bands = DecisionBands.from_costs(wrong_approval=5.0, wrong_decline=1.0, review=0.5)
->>> bands.decline_below, bands.approve_from
-(0.5, 0.9)
->>> [bands.decide(p) for p in (0.3, 0.7, 0.95)]
-['decline', 'review', 'approve']
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import (
@@ -67,45 +59,3 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "default_rate": float(1.0 - y.mean()),
         "rows": float(len(y)),
     }
-
-
-@dataclass(frozen=True)
-class DecisionBands:
-    """Decline below ``decline_below``, approve from ``approve_from``, review in between.
-
-    Derived from costs: approving a defaulter costs ``wrong_approval``, declining a good payer
-    costs ``wrong_decline``, a manual review costs ``review``. Each decision is taken where its
-    expected cost is lowest: approve when (1-p)*wrong_approval < review, decline when
-    p*wrong_decline < review. If review never pays, the bands meet at the break-even point.
-    """
-
-    decline_below: float
-    approve_from: float
-    wrong_approval: float
-    wrong_decline: float
-    review: float
-
-    @classmethod
-    def from_costs(
-        cls, wrong_approval: float, wrong_decline: float, review: float
-    ) -> DecisionBands:
-        if min(wrong_approval, wrong_decline) <= 0 or review < 0:
-            raise ValueError("costs must be positive (review may be 0)")
-        low = review / wrong_decline
-        high = 1.0 - review / wrong_approval
-        if low >= high:  # reviewing is never the cheapest: one threshold
-            low = high = wrong_approval / (wrong_approval + wrong_decline)
-        return cls(round(low, 6), round(high, 6), wrong_approval, wrong_decline, review)
-
-    def decide(self, p: float) -> str:
-        if p >= self.approve_from:
-            return "approve"
-        return "decline" if p < self.decline_below else "review"
-
-    def decide_many(self, p: np.ndarray) -> np.ndarray:
-        return np.where(
-            p >= self.approve_from, "approve", np.where(p < self.decline_below, "decline", "review")
-        )
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)

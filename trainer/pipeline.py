@@ -14,12 +14,13 @@ import pandas as pd
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.kafka.clients import IdempotentProducer
+from loanstream.models import DecisionBands, repaid_probability
 from loanstream.spec import FeatureSpec
 from loanstream.topics import MODEL_UPDATES
 from trainer.data import time_split
-from trainer.evaluate import DecisionBands, classification_metrics
+from trainer.evaluate import classification_metrics
 from trainer.promotion import decide
-from trainer.registry import RegisteredVersion, Registry, data_fingerprint, score
+from trainer.registry import RegisteredVersion, Registry, data_fingerprint
 from trainer.report import write_report
 from trainer.settings import TrainerSettings
 from trainer.train import TrainingOptions, train
@@ -79,7 +80,7 @@ def training_round(
         on_step(f"scoring champion v{champion.version} on the same holdout")
         loaded = registry.load(champion.version)
         champion_metrics = classification_metrics(
-            y_test, score(loaded.model, split.test[loaded.feature_names])
+            y_test, repaid_probability(loaded.model, split.test[loaded.feature_names])
         )
     decision = decide(
         result.calibrated,

@@ -14,40 +14,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import skops.io as sio
-import yaml
 
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
+from loanstream.models import (
+    MODEL_FILE,
+    TRUSTED_TYPES,
+    LoadedModel,
+    download_and_load,
+    sha256_of,
+)
 from loanstream.spec import FeatureSpec
-from trainer.evaluate import DecisionBands
 from trainer.settings import TrainerSettings
 from trainer.train import TrainingResult
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-MODEL_FILE = "model.skops"
-
-# Every type a LoanStream model may hold beyond what skops trusts by default. A model file with
-# anything else is refused: skops would otherwise have to run arbitrary code to rebuild it.
-TRUSTED_TYPES = [
-    "functools.partial",
-    "numpy.dtype",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.frozen._frozen.FrozenEstimator",
-    "sklearn.tree._tree.Tree",
-    "sklearn.utils.validation.check_array",
-]
-
-
-class ModelRejected(LoanStreamError):
-    """A model file failed its checksum or holds types outside the trusted list."""
 
 
 @dataclass(frozen=True)
@@ -71,46 +55,6 @@ class RegisteredVersion:
             sha256=self.sha256,
             metrics={k: float(v) for k, v in self.metrics.items()},
         )
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A verified model with what the scorer and monitor need beside it."""
-
-    model: Any
-    name: str
-    version: str
-    sha256: str
-    bands: DecisionBands
-    reference: dict[str, Any]
-    feature_names: list[str]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_model_file(directory: Path, expected_sha256: str | None) -> tuple[Any, dict[str, Any]]:
-    """(model, MLmodel metadata) from a downloaded model directory, verified."""
-    path = directory / MODEL_FILE
-    if not path.exists():
-        raise ModelRejected(f"{directory} holds no {MODEL_FILE}")
-    actual = sha256_of(path)
-    if expected_sha256 is not None and actual != expected_sha256:
-        raise ModelRejected(
-            f"model file sha256 is {actual}, expected {expected_sha256}: refusing to load it"
-        )
-    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
-    model = sio.load(path, trusted=TRUSTED_TYPES)
-    mlmodel = directory / "MLmodel"
-    metadata = yaml.safe_load(mlmodel.read_text()).get("metadata", {}) if mlmodel.exists() else {}
-    return model, metadata
 
 
 def _git_commit() -> str:
@@ -315,24 +259,13 @@ class Registry:
 
     def load(self, version: str | None = None, expected_sha256: str | None = None) -> LoadedModel:
         """Load ``version`` (default: the champion), verified against its recorded sha256."""
-        import mlflow
-
         chosen = self.version(version) if version else self.champion()
         if chosen is None:
             raise LoanStreamError(f"model {self.settings.model_name} has no champion yet")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=chosen.uri, dst_path=tmp))
-            model, metadata = load_model_file(local, expected_sha256 or chosen.sha256)
-        return LoadedModel(
-            model,
+        return download_and_load(
+            chosen.uri,
+            self.settings.resolved_tracking_uri(),
+            expected_sha256 or chosen.sha256,
             chosen.name,
             chosen.version,
-            chosen.sha256,
-            DecisionBands(**metadata["bands"]),
-            metadata["reference"],
-            list(metadata["feature_names"]),
         )
-
-
-def score(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(model.predict_proba(frame)[:, 1], dtype=float)

@@ -25,10 +25,11 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import HalvingRandomSearchCV, TimeSeriesSplit
 
 from loanstream.errors import LoanStreamError
+from loanstream.models import DecisionBands, repaid_probability
 from loanstream.spec import FeatureSpec
 from trainer.candidates import candidates
 from trainer.data import Split
-from trainer.evaluate import DecisionBands, classification_metrics
+from trainer.evaluate import classification_metrics
 from trainer.reference import reference_profile
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,6 @@ class TrainingResult:
     test_frame: pd.DataFrame
     test_probability: np.ndarray
     test_uncalibrated: np.ndarray
-
-
-def repaid_probability(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(model.predict_proba(frame)[:, 1], dtype=float)
 
 
 def train(

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from trainer.evaluate import DecisionBands, classification_metrics, expected_calibration_error
+from loanstream.models import DecisionBands
+from trainer.evaluate import classification_metrics, expected_calibration_error
 from trainer.promotion import decide
 
 

@@ -8,10 +8,11 @@ import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
 from loanstream.contracts import ModelUpdate
+from loanstream.models import ModelRejected, load_model_file, sha256_of
 from tests.trainer_data import history
 from trainer.data import labelled_frame, time_split
 from trainer.pipeline import options_from, training_round
-from trainer.registry import ModelRejected, Registry, load_model_file, sha256_of
+from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 from trainer.train import train
 

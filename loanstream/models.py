@@ -1,0 +1,156 @@
+"""The model artifact every service agrees on: a skops file of a calibrated scikit-learn
+classifier, and MLflow's ``MLmodel`` metadata with the decision bands, the training reference
+distribution and the feature names. Loading verifies the file's sha256 and refuses any type
+outside an explicit trusted list (skops would otherwise have to run arbitrary code).
+
+>>> bands = DecisionBands.from_costs(wrong_approval=5.0, wrong_decline=1.0, review=0.5)
+>>> bands.decline_below, bands.approve_from
+(0.5, 0.9)
+>>> [bands.decide(p) for p in (0.3, 0.7, 0.95)]
+['decline', 'review', 'approve']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+import yaml
+
+from loanstream.errors import LoanStreamError
+
+MODEL_FILE = "model.skops"
+
+# Every type a LoanStream model may hold beyond what skops trusts by default. A model file with
+# anything else is refused: skops would otherwise have to run arbitrary code to rebuild it.
+TRUSTED_TYPES = [
+    "functools.partial",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.frozen._frozen.FrozenEstimator",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils.validation.check_array",
+]
+
+
+class ModelRejected(LoanStreamError):
+    """A model file failed its checksum or holds types outside the trusted list."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model with what the scorer and monitor need beside it."""
+
+    model: Any
+    name: str
+    version: str
+    sha256: str
+    bands: DecisionBands
+    reference: dict[str, Any]
+    feature_names: list[str]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model_file(directory: Path, expected_sha256: str | None) -> tuple[Any, dict[str, Any]]:
+    """(model, MLmodel metadata) from a downloaded model directory, verified."""
+    path = directory / MODEL_FILE
+    if not path.exists():
+        raise ModelRejected(f"{directory} holds no {MODEL_FILE}")
+    actual = sha256_of(path)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise ModelRejected(
+            f"model file sha256 is {actual}, expected {expected_sha256}: refusing to load it"
+        )
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
+    model = sio.load(path, trusted=TRUSTED_TYPES)
+    mlmodel = directory / "MLmodel"
+    metadata = yaml.safe_load(mlmodel.read_text()).get("metadata", {}) if mlmodel.exists() else {}
+    return model, metadata
+
+
+@dataclass(frozen=True)
+class DecisionBands:
+    """Decline below ``decline_below``, approve from ``approve_from``, review in between.
+
+    Derived from costs: approving a defaulter costs ``wrong_approval``, declining a good payer
+    costs ``wrong_decline``, a manual review costs ``review``. Each decision is taken where its
+    expected cost is lowest: approve when (1-p)*wrong_approval < review, decline when
+    p*wrong_decline < review. If review never pays, the bands meet at the break-even point.
+    """
+
+    decline_below: float
+    approve_from: float
+    wrong_approval: float
+    wrong_decline: float
+    review: float
+
+    @classmethod
+    def from_costs(
+        cls, wrong_approval: float, wrong_decline: float, review: float
+    ) -> DecisionBands:
+        if min(wrong_approval, wrong_decline) <= 0 or review < 0:
+            raise ValueError("costs must be positive (review may be 0)")
+        low = review / wrong_decline
+        high = 1.0 - review / wrong_approval
+        if low >= high:  # reviewing is never the cheapest: one threshold
+            low = high = wrong_approval / (wrong_approval + wrong_decline)
+        return cls(round(low, 6), round(high, 6), wrong_approval, wrong_decline, review)
+
+    def decide(self, p: float) -> str:
+        if p >= self.approve_from:
+            return "approve"
+        return "decline" if p < self.decline_below else "review"
+
+    def decide_many(self, p: np.ndarray) -> np.ndarray:
+        return np.where(
+            p >= self.approve_from, "approve", np.where(p < self.decline_below, "decline", "review")
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def download_and_load(
+    model_uri: str, tracking_uri: str, expected_sha256: str | None, name: str, version: str
+) -> LoadedModel:
+    """Fetch a registered model from MLflow and load it verified."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        model, metadata = load_model_file(local, expected_sha256)
+        sha = sha256_of(local / MODEL_FILE)
+    return LoadedModel(
+        model,
+        name,
+        version,
+        sha,
+        DecisionBands(**metadata["bands"]),
+        metadata["reference"],
+        list(metadata["feature_names"]),
+    )
+
+
+def repaid_probability(model: Any, frame: Any) -> np.ndarray:
+    """P(repaid on time) per row of ``frame``."""
+    return np.asarray(model.predict_proba(frame)[:, 1], dtype=float)
