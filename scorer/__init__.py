@@ -1,1 +1,1 @@
-"""LoanStream scorer service (see its issue)."""
+"""LoanStream scorer: micro-batched Faust scoring with hot swap, dead letters, REST and metrics."""

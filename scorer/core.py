@@ -1,0 +1,107 @@
+"""Scoring, pure: a batch of validated applications in, one Prediction per application out.
+
+Review and decline decisions carry their top three reasons: the features whose value lowers this
+applicant's probability most, measured by putting the training reference's typical value (the
+median, or the most common category) in its place and scoring again. All counterfactuals of a
+batch go through the model in one call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loanstream.contracts import Decision, LoanApplication, Prediction, ReasonCode
+from loanstream.models import LoadedModel, repaid_probability
+
+TOP_REASONS = 3
+
+
+def typical_values(reference: dict[str, Any]) -> dict[str, Any]:
+    """The reference's median (numeric) or most common value (categorical) per feature."""
+    typical: dict[str, Any] = {}
+    for name, profile in reference["features"].items():
+        if profile["kind"] == "categorical":
+            shares = profile["shares"]
+            typical[name] = max(shares, key=shares.get) if shares else None
+        elif "quantiles" in profile:
+            typical[name] = profile["quantiles"][len(profile["quantiles"]) // 2]
+    return typical
+
+
+def frame_of(applications: list[LoanApplication], feature_names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_records([a.features for a in applications], columns=feature_names)
+
+
+def reason_codes(
+    model: LoadedModel,
+    frame: pd.DataFrame,
+    probability: np.ndarray,
+    rows: np.ndarray,
+    typical: dict[str, Any],
+) -> dict[int, list[ReasonCode]]:
+    """Top reasons for the given row indexes of ``frame``."""
+    if rows.size == 0:
+        return {}
+    names = [n for n in model.feature_names if n in typical]
+    subset = frame.iloc[rows]
+    variants = pd.concat(
+        [subset.assign(**{name: typical[name]}) for name in names], ignore_index=True
+    )
+    shifted = repaid_probability(model.model, variants).reshape(len(names), rows.size)
+    contributions = probability[rows][np.newaxis, :] - shifted  # < 0: this value lowers p
+    reasons: dict[int, list[ReasonCode]] = {}
+    for column, row in enumerate(rows.tolist()):
+        order = np.argsort(contributions[:, column])[:TOP_REASONS]
+        reasons[row] = [
+            ReasonCode(feature=names[i], contribution=round(float(contributions[i, column]), 6))
+            for i in order
+            if contributions[i, column] < 0
+        ]
+    return reasons
+
+
+def score_batch(
+    model: LoadedModel,
+    applications: list[LoanApplication],
+    received_at: datetime,
+    now: datetime,
+    with_reasons: bool = True,
+    typical: dict[str, Any] | None = None,
+) -> list[Prediction]:
+    """One Prediction per application, in order, from ``model``."""
+    if not applications:
+        return []
+    frame = frame_of(applications, model.feature_names)
+    probability = repaid_probability(model.model, frame)
+    decisions = model.bands.decide_many(probability)
+    reasons: dict[int, list[ReasonCode]] = {}
+    if with_reasons:
+        rows = np.flatnonzero(decisions != Decision.APPROVE.value)
+        reasons = reason_codes(
+            model,
+            frame,
+            probability,
+            rows,
+            typical if typical is not None else typical_values(model.reference),
+        )
+    return [
+        Prediction.model_construct(
+            application_id=app.application_id,
+            event_time=app.event_time,
+            probability=float(p),
+            decision=Decision(d),
+            model_name=model.name,
+            model_version=model.version,
+            features=app.features,
+            reasons=reasons.get(i, []),
+            received_at=received_at,
+            scored_at=now,
+        )
+        for i, (app, p, d) in enumerate(
+            zip(applications, probability.tolist(), decisions.tolist(), strict=True)
+        )
+    ]
