@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -69,6 +70,10 @@ def scorer(
         assert model is not None
         console.print(f"scoring with {model.name} v{model.version}")
     app = build_app(kafka, settings, BatchScorer(kafka, settings, holder, metrics, validator))
+    # Everything imported and built so far lives as long as the process: keep it out of the
+    # garbage collector's full passes, which otherwise pause scoring for 100+ ms now and then.
+    gc.collect()
+    gc.freeze()
     sys.argv = ["loanstream scorer", "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 

@@ -2,8 +2,12 @@
 
 Review and decline decisions carry their top three reasons: the features whose value lowers this
 applicant's probability most, measured by putting the training reference's typical value (the
-median, or the most common category) in its place and scoring again. All counterfactuals of a
-batch go through the model in one call.
+median, or the most common category) in its place and scoring again. Only features that lower
+it count, so an applicant no worse than the typical one on every feature gets no reason: the
+decision then comes from the typical profile itself. All counterfactuals of a batch go through
+the model in one call. They are scored by the model before calibration: an isotonic calibrator
+is a step function, flat over a single feature's change, while the order of applicants is the
+same before and after it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ def typical_values(reference: dict[str, Any]) -> dict[str, Any]:
     return typical
 
 
+def attribution_model(model: Any) -> Any:
+    """The smooth estimator under a calibrator, if there is one (see the module docstring)."""
+    calibrated = getattr(model, "calibrated_classifiers_", None)
+    return calibrated[0].estimator if calibrated else model
+
+
 def frame_of(applications: list[LoanApplication], feature_names: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records([a.features for a in applications], columns=feature_names)
 
@@ -39,7 +49,6 @@ def frame_of(applications: list[LoanApplication], feature_names: list[str]) -> p
 def reason_codes(
     model: LoadedModel,
     frame: pd.DataFrame,
-    probability: np.ndarray,
     rows: np.ndarray,
     typical: dict[str, Any],
 ) -> dict[int, list[ReasonCode]]:
@@ -51,13 +60,15 @@ def reason_codes(
     variants = pd.concat(
         [subset.assign(**{name: typical[name]}) for name in names], ignore_index=True
     )
-    shifted = repaid_probability(model.model, variants).reshape(len(names), rows.size)
-    contributions = probability[rows][np.newaxis, :] - shifted  # < 0: this value lowers p
+    scorer = attribution_model(model.model)
+    own = repaid_probability(scorer, subset)
+    shifted = repaid_probability(scorer, variants).reshape(len(names), rows.size)
+    contributions = own[np.newaxis, :] - shifted  # < 0: this value lowers the score
     reasons: dict[int, list[ReasonCode]] = {}
     for column, row in enumerate(rows.tolist()):
         order = np.argsort(contributions[:, column])[:TOP_REASONS]
         reasons[row] = [
-            ReasonCode(feature=names[i], contribution=round(float(contributions[i, column]), 6))
+            ReasonCode(feature=names[i], contribution=float(f"{contributions[i, column]:.4g}"))
             for i in order
             if contributions[i, column] < 0
         ]
@@ -84,7 +95,6 @@ def score_batch(
         reasons = reason_codes(
             model,
             frame,
-            probability,
             rows,
             typical if typical is not None else typical_values(model.reference),
         )

@@ -8,22 +8,54 @@ unreachable, sha256 mismatch, untrusted type) keeps the old model, is counted an
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
+import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
-from loanstream.models import download_and_load
+from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
+from scorer.core import attribution_model, typical_values
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
+
+
+def load_elsewhere(update: ModelUpdate, tracking_uri: str) -> LoadedModel:
+    """Download and verify in a fresh process, so its CPU work (MLflow, skops) never holds this
+    process's GIL while batches are scored; only the verified model comes back."""
+    context = multiprocessing.get_context("spawn")  # never fork a process with threads
+    # At the lowest priority: on a small machine the loader must not take the scorer's core.
+    with ProcessPoolExecutor(
+        max_workers=1, mp_context=context, initializer=os.nice, initargs=(19,)
+    ) as pool:
+        future = pool.submit(
+            download_and_load,
+            update.model_uri,
+            tracking_uri,
+            update.sha256,
+            update.model_name,
+            update.version,
+        )
+        return future.result(timeout=600)
+
+
+def warm_up(model: LoadedModel) -> None:
+    """Score the typical applicant once, so first-call costs are paid here, not in a batch."""
+    typical = typical_values(model.reference)
+    frame = pd.DataFrame([{n: typical.get(n) for n in model.feature_names}] * 8)
+    repaid_probability(model.model, frame)
+    repaid_probability(attribution_model(model.model), frame)
 
 
 class ModelWatcher(threading.Thread):
@@ -81,13 +113,7 @@ class ModelWatcher(threading.Thread):
         if update.sha256 == self.loaded_sha256:
             return
         try:
-            model = download_and_load(
-                update.model_uri,
-                self.settings.resolved_tracking_uri(),
-                update.sha256,
-                update.model_name,
-                update.version,
-            )
+            model = load_elsewhere(update, self.settings.resolved_tracking_uri())
         except (LoanStreamError, OSError, KeyError) as err:
             self.metrics.model_loads.labels("failed").inc()
             logger.error(
@@ -107,6 +133,7 @@ class ModelWatcher(threading.Thread):
                 err,
             )
             return
+        warm_up(model)
         self.loaded_sha256 = update.sha256
         self.metrics.model_loads.labels("loaded").inc()
         self.holder.offer(model)
