@@ -301,8 +301,8 @@ class LocalBroker:
             libs,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            id_file.read_text(),
+            # one argument: a base64 cluster id may start with "-", which would read as a flag
+            f"--cluster-id={id_file.read_text()}",
             "-c",
             str(self.properties_file),
             "--ignore-formatted",

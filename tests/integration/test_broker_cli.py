@@ -85,3 +85,14 @@ def test_a_broker_that_cannot_start_says_why_instead_of_hanging(
     assert str(caught.value).startswith(f"formatting KRaft storage in {local.home} failed:\n")
     assert "Stored node id 7 doesn't match previous node id 1" in str(caught.value)
     assert local.info() is None
+
+
+def test_a_cluster_id_that_starts_with_a_dash_is_not_read_as_a_flag(
+    tmp_path: Path, jars_dir: Path
+) -> None:
+    local = LocalBroker(BrokerSettings(port=free_port(), data_dir=tmp_path, jars_dir=jars_dir))
+    local.home.mkdir(parents=True)
+    (local.home / "cluster.id").write_text("-AbCdEfGhIjKlMnOpQrStUw")  # 1 in 64 random ids
+    info, started = local.start()
+    assert started and local.info() == info
+    local.stop()
