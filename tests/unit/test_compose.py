@@ -78,6 +78,7 @@ def test_prometheus_scrapes_every_service_that_serves_metrics() -> None:
     }
     for name, service in SERVICES.items():
         command = service.get("command", [])
-        if "--metrics-port" in command:
-            port = command[command.index("--metrics-port") + 1]
-            assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}"
+        for flag in ("--metrics-port", "--api-port"):
+            if flag in command:
+                port = command[command.index(flag) + 1]
+                assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}"
