@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from loanstream.config import BrokerSettings, KafkaSettings
+from loanstream.config import BrokerSettings, KafkaSettings, kafka_settings
 from loanstream.contracts import CONTRACTS
 from loanstream.errors import LoanStreamError
 from loanstream.kafka.broker import LocalBroker, is_reachable
@@ -59,10 +59,6 @@ def _broker(port: int | None, data_dir: Path | None) -> LocalBroker:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     return LocalBroker(BrokerSettings(**overrides))  # type: ignore[arg-type]
-
-
-def _kafka(bootstrap: str | None) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
 
 
 @kafka_app.command("start")
@@ -131,7 +127,7 @@ def kafka_status(port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
 @topics_app.command("create")
 def topics_create(bootstrap_servers: BootstrapOpt = None) -> None:
     """Create every declared topic that is missing (idempotent)."""
-    settings = _kafka(bootstrap_servers)
+    settings = kafka_settings(bootstrap_servers)
     created = create_topics(settings)
     console.print(
         f"Created {len(created)} topics"
@@ -142,7 +138,7 @@ def topics_create(bootstrap_servers: BootstrapOpt = None) -> None:
 @topics_app.command("describe")
 def topics_describe(bootstrap_servers: BootstrapOpt = None) -> None:
     """Print the declared topics as the broker has them."""
-    _print_topics(_kafka(bootstrap_servers))
+    _print_topics(kafka_settings(bootstrap_servers))
 
 
 def _print_topics(settings: KafkaSettings) -> None:

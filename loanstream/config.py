@@ -70,6 +70,13 @@ class KafkaSettings(BaseSettings):
         return conf
 
 
+def kafka_settings(bootstrap_servers: str | None = None) -> KafkaSettings:
+    """The environment's Kafka settings, with ``--bootstrap-servers`` taking precedence."""
+    if bootstrap_servers:
+        return KafkaSettings(bootstrap_servers=bootstrap_servers)
+    return KafkaSettings()
+
+
 class BrokerSettings(BaseSettings):
     """The local, embedded Kafka broker (env prefix ``LOANSTREAM_BROKER_``)."""
 

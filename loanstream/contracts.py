@@ -39,6 +39,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """A time given without an offset (a command-line flag, say) is taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 class Contract(BaseModel):
     """Base of every message: frozen, strict about extras and non-finite numbers, versioned."""
 

@@ -12,7 +12,8 @@ import typer
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
-from loanstream.config import KafkaSettings
+from loanstream.config import kafka_settings
+from loanstream.contracts import as_utc
 from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
 from loanstream.spec import load_spec
@@ -78,10 +79,6 @@ def _metrics(port: int | None) -> ProducerMetrics:
     return ProducerMetrics(registry)
 
 
-def _kafka(bootstrap: str | None) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
-
-
 def produce(
     rate: Annotated[float, typer.Option("--rate", min=1, help="applications per second")] = 1000,
     count: Annotated[int | None, typer.Option("--count", min=1)] = None,
@@ -131,7 +128,7 @@ def produce(
     with progress_bar(console) as bar:
         task = bar.add_task("applications", total=total)
         summary, interrupted = produce_live(
-            _kafka(bootstrap_servers),
+            kafka_settings(bootstrap_servers),
             generator,
             rate,
             _metrics(metrics_port),
@@ -224,8 +221,8 @@ def replay(
     feature_spec = load_spec(spec)
     options = ReplayOptions(
         pacing=Pacing(speed=speed, time_scale=speed),
-        start=_aware(start),
-        end=_aware(end),
+        start=as_utc(start),
+        end=as_utc(end),
         label_time_column=label_time_column,
         label_delay=_delay(label_delay),
         chunk_rows=chunk_rows,
@@ -243,7 +240,7 @@ def replay(
         summary, interrupted = run_replay(
             file,
             feature_spec,
-            _kafka(bootstrap_servers),
+            kafka_settings(bootstrap_servers),
             options,
             _metrics(metrics_port),
             report,
@@ -260,14 +257,6 @@ def replay(
         f"{summary.rejected:,} rejected {summary.by_reason} "
         f"(report {report}), {summary.skipped_by_window:,} outside --start/--end"
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    from datetime import UTC
-
-    return value.replace(tzinfo=UTC)
 
 
 def register(app: typer.Typer) -> None:

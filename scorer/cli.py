@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from loanstream.config import KafkaSettings
+from loanstream.config import kafka_settings
 from loanstream.errors import LoanStreamError
 
 console = Console(soft_wrap=True)
@@ -43,9 +43,7 @@ def scorer(
     settings = ScorerSettings()
     if api_port is not None:
         settings = settings.model_copy(update={"api_port": api_port})
-    kafka = (
-        KafkaSettings(bootstrap_servers=bootstrap_servers) if bootstrap_servers else KafkaSettings()
-    )
+    kafka = kafka_settings(bootstrap_servers)
     validator = ApplicationValidator(load_spec(spec), max_bytes=settings.max_message_bytes)
     holder, metrics = ModelHolder(), ScorerMetrics(CollectorRegistry())
     watcher = ModelWatcher(kafka, settings, holder, metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loanstream.config import KafkaSettings
+from loanstream.config import kafka_settings
+from loanstream.contracts import as_utc
 from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
 from loanstream.spec import load_spec
@@ -30,14 +31,6 @@ PublishOpt = Annotated[
     bool,
     typer.Option("--publish/--no-publish", help="announce a new champion on loan.model-updates"),
 ]
-
-
-def _kafka(bootstrap: str | None) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def train(
@@ -71,14 +64,14 @@ def train(
         raise typer.BadParameter("give a history FILE or --from-topic, not both")
     settings = TrainerSettings() if seed is None else TrainerSettings(seed=seed)
     feature_spec = load_spec(spec)
-    kafka = _kafka(bootstrap_servers)
+    kafka = kafka_settings(bootstrap_servers)
     names = tuple(c.strip() for c in candidates.split(",") if c.strip())
     with progress_bar(console) as bar:
         if data is not None:
             reading = bar.add_task("reading", total=None)
             frame, dropped = load_file(data, feature_spec, lambda n: bar.advance(reading, n))
         else:
-            frame, dropped = read_labelled(kafka, feature_spec, _aware(start), _aware(end)), 0
+            frame, dropped = read_labelled(kafka, feature_spec, as_utc(start), as_utc(end)), 0
         steps = bar.add_task("training", total=2 * len(names) + 3)
 
         def step(text: str) -> None:
@@ -143,7 +136,7 @@ def model_promote(
 
     chosen = Registry(TrainerSettings()).promote(version, "promoted by hand")
     if publish:
-        publish_update(_kafka(bootstrap_servers), chosen.update())
+        publish_update(kafka_settings(bootstrap_servers), chosen.update())
     console.print(f"v{chosen.version} is champion{' (ModelUpdate published)' if publish else ''}")
 
 
@@ -156,7 +149,7 @@ def model_rollback(publish: PublishOpt = True, bootstrap_servers: BootstrapOpt =
 
     chosen = Registry(TrainerSettings()).rollback()
     if publish:
-        publish_update(_kafka(bootstrap_servers), chosen.update())
+        publish_update(kafka_settings(bootstrap_servers), chosen.update())
     console.print(f"rolled back: v{chosen.version} is champion")
 
 
@@ -175,7 +168,7 @@ def trainer(
     from trainer.settings import TrainerSettings
 
     settings = TrainerSettings()
-    kafka = _kafka(bootstrap_servers)
+    kafka = kafka_settings(bootstrap_servers)
     registry = CollectorRegistry()
     port = metrics_port or settings.metrics_port
     if port:

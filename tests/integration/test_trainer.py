@@ -131,12 +131,11 @@ def test_a_retrain_request_registers_a_version_and_publishes_one_update(
     assert updates[0].sha256 == registry.champion().sha256  # type: ignore[union-attr]
 
     # A deliberately worse challenger is registered, not promoted, and nothing is published.
-    frame_again = registry  # the same store
     worse = training_round(
         labelled.drop(columns=[OUTCOME_TIME]),
         spec,
         settings,
-        frame_again,
+        registry,
         options_from(settings, shuffle_labels=True),
         lambda update: publish(kafka, update),
     )
