@@ -86,11 +86,14 @@ def check_frame(frame: pd.DataFrame, spec: FeatureSpec, first_row: int = 0) -> C
     for column in frame.columns:
         if column not in good:
             good[column] = frame[column]
-    rejections = [_explain(frame, i, spec) for i in np.flatnonzero(~ok).tolist()]
+    validator = ApplicationValidator(spec)  # builds its model lazily, once for all bad rows
+    rejections = [_explain(frame, i, spec, validator) for i in np.flatnonzero(~ok).tolist()]
     return CheckedFrame(good=good[ok].reset_index(drop=True), rejections=rejections)
 
 
-def _explain(frame: pd.DataFrame, i: int, spec: FeatureSpec) -> Rejection:
+def _explain(
+    frame: pd.DataFrame, i: int, spec: FeatureSpec, validator: ApplicationValidator
+) -> Rejection:
     row = frame.iloc[i]
     number = int(row[ROW])
 
@@ -116,7 +119,7 @@ def _explain(frame: pd.DataFrame, i: int, spec: FeatureSpec) -> Rejection:
         },
     }
     try:
-        ApplicationValidator(spec).validate(message)
+        validator.validate(message)
     except InvalidRecord as err:
         return Rejection(number, err.reason, "; ".join(err.problems))
     return Rejection(number, "invalid_value", "row failed the table checks")
