@@ -142,7 +142,8 @@ class BatchScorer:
             out.append(
                 (
                     self.predictions,
-                    message.key,
+                    # keyed by application id as the topic table says, whatever key a client sent
+                    prediction.application_id.encode(),
                     prediction.to_json(),
                     message.timestamp or None,  # seconds, as Faust counts them
                 )

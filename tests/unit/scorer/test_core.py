@@ -118,6 +118,7 @@ def test_a_batch_of_hostile_records_becomes_predictions_and_dead_letters(
     predictions = [o for o in out if o[0] == "loan.predictions"]
     letters = [DeadLetter.from_json(o[2]) for o in out if o[0] == "loan.dead-letter"]
     assert len(predictions) == 5 and len(letters) == 6
+    assert [o[1] for o in predictions] == [f"app-{i:07d}".encode() for i in range(5)]
     assert [d.reason for d in letters] == [
         "malformed_json",
         "non_finite",
