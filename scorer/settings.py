@@ -32,6 +32,12 @@ class ScorerSettings(BaseSettings):
         default=10.0, gt=1, description="a dead worker's partitions move to the others after this"
     )
     max_poll_interval_s: float = Field(default=120.0, gt=1, description="longest batch allowed")
+    loader_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="nice level of the process that loads a new model (19: only idle CPU)",
+    )
     model_wait_s: float = Field(default=120.0, gt=0, description="wait this long for a model")
 
     def resolved_tracking_uri(self) -> str:

@@ -7,9 +7,12 @@ unreachable, sha256 mismatch, untrusted type) keeps the old model, is counted an
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +26,7 @@ from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
 from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
+from scorer.compiled import compile_model
 from scorer.core import attribution_model, typical_values
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
@@ -30,17 +34,35 @@ from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
-def load_elsewhere(update: ModelUpdate, tracking_uri: str) -> LoadedModel:
-    """Download and verify in a fresh process, so its CPU work (MLflow, skops) never holds this
-    process's GIL while batches are scored; only the verified model comes back."""
+
+def load_compiled(
+    model_uri: str, tracking_uri: str, expected_sha256: str | None, name: str, version: str
+) -> LoadedModel:
+    """Download, verify, and compile (see scorer.compiled) the model."""
+    return compile_model(download_and_load(model_uri, tracking_uri, expected_sha256, name, version))
+
+
+def _loader_started(niceness: int) -> None:
+    """In the loader process: lower its priority, and end it when the scorer ends."""
+    os.nice(niceness)
+    if sys.platform == "linux":  # otherwise a loader whose scorer was killed waits forever
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def load_elsewhere(update: ModelUpdate, tracking_uri: str, niceness: int = 10) -> LoadedModel:
+    """Download, verify and compile in a fresh process, so its CPU work (MLflow, skops) never
+    holds this process's GIL while batches are scored; only the verified model comes back."""
     context = multiprocessing.get_context("spawn")  # never fork a process with threads
-    # At the lowest priority: on a small machine the loader must not take the scorer's core.
+    # At a low priority: on a small machine the loader must not take the scorer's core. Not at
+    # 19, which starves it for good on a busy machine (a swap then never happens).
     with ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=os.nice, initargs=(19,)
+        max_workers=1, mp_context=context, initializer=_loader_started, initargs=(niceness,)
     ) as pool:
         future = pool.submit(
-            download_and_load,
+            load_compiled,
             update.model_uri,
             tracking_uri,
             update.sha256,
@@ -113,7 +135,9 @@ class ModelWatcher(threading.Thread):
         if update.sha256 == self.loaded_sha256:
             return
         try:
-            model = load_elsewhere(update, self.settings.resolved_tracking_uri())
+            model = load_elsewhere(
+                update, self.settings.resolved_tracking_uri(), self.settings.loader_niceness
+            )
         except (LoanStreamError, OSError, KeyError) as err:
             self.metrics.model_loads.labels("failed").inc()
             logger.error(
