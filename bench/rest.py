@@ -1,5 +1,6 @@
 """REST scoring latency: one application per request to /v1/score, sequentially over a kept-alive
-connection, on the calibrated hist-gradient-boosting model, with and without reason codes.
+connection, on the calibrated hist-gradient-boosting model, with and without reason codes. The
+API runs alone in its own process, as in the scorer; the client is this process.
 
     .venv/bin/python -m bench.rest [--requests 2000]
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from loanstream.models import LoadedModel
 from loanstream.spec import load_spec
 from loanstream.validation import ApplicationValidator
 from scorer.api import build_api
+from scorer.compiled import compile_model
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
 from scorer.settings import ScorerSettings
@@ -36,7 +38,8 @@ from trainer.settings import TrainerSettings
 console = Console()
 
 
-def serve(model: LoadedModel, reasons: bool, port: int) -> uvicorn.Server:
+def serve(model: LoadedModel, reasons: bool, port: int) -> None:
+    """The API alone in this process, as the scorer runs it (the client lives in another)."""
     holder = ModelHolder()
     holder.offer(model)
     api = build_api(
@@ -45,11 +48,22 @@ def serve(model: LoadedModel, reasons: bool, port: int) -> uvicorn.Server:
         ScorerMetrics(CollectorRegistry()),
         ApplicationValidator(load_spec()),
     )
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server
+    uvicorn.run(api, host="127.0.0.1", port=port, log_level="error")
+
+
+def started(model: LoadedModel, reasons: bool, port: int) -> multiprocessing.process.BaseProcess:
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(model, reasons, port), daemon=True
+    )
+    process.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API on port {port} did not become ready")
 
 
 def main() -> None:
@@ -62,7 +76,7 @@ def main() -> None:
         frame, spec = history(30_000, seed=6)
         good = labelled_frame(frame, spec)[0]
         training_round(good, spec, settings, Registry(settings), options_from(settings), None)
-        model = Registry(settings).load()
+        model = compile_model(Registry(settings).load())
     bodies = [
         json.dumps(
             {
@@ -75,7 +89,7 @@ def main() -> None:
     ]
     results = {}
     for port, reasons in ((18181, False), (18182, True)):
-        server = serve(model, reasons, port)
+        server = started(model, reasons, port)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             for body in bodies[:50]:  # warm-up
                 client.post("/v1/score", content=body)
@@ -85,7 +99,8 @@ def main() -> None:
                 response = client.post("/v1/score", content=body)
                 ms.append((time.perf_counter() - began) * 1000)
                 assert response.status_code == 200, response.text
-        server.should_exit = True
+        server.terminate()
+        server.join()
         results["on" if reasons else "off"] = {
             f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)
         }

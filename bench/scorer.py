@@ -37,7 +37,6 @@ from rich.table import Table
 from loanstream.config import BrokerSettings, KafkaSettings
 from loanstream.frames import application_messages
 from loanstream.kafka.broker import LocalBroker, free_port, kafka_version
-from loanstream.models import download_and_load
 from loanstream.spec import load_spec
 from loanstream.topics import APPLICATIONS, PREDICTIONS, create_topics
 from loanstream.validation import ApplicationValidator
@@ -46,6 +45,7 @@ from producer.rate import TokenBucket
 from producer.scenarios import load_scenario
 from producer.world import load_world
 from scorer.core import score_batch, typical_values
+from scorer.watcher import load_compiled
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, publish, training_round
@@ -121,7 +121,7 @@ def collect(kafka: KafkaSettings, expected: int, timeout_s: float) -> tuple[list
 
 def plain_loop(kafka: KafkaSettings, tracking_uri: str, reasons: bool, stop_file: str) -> None:
     """The baseline: one confluent-kafka consumer and producer around the same score_batch."""
-    model = download_and_load(
+    model = load_compiled(  # the same load path as the Faust scorer's
         "models:/loan-repayment@champion", tracking_uri, None, "loan-repayment", "bench"
     )
     typical = typical_values(model.reference)
