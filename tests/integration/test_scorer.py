@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,12 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, Prediction
+from loanstream.kafka.broker import free_port
 from loanstream.spec import load_spec
 from loanstream.topics import APPLICATIONS, DEAD_LETTER, PREDICTIONS, create_topics
 from producer.generator import Generator
@@ -64,7 +67,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 class Worker:
     """`loanstream scorer` in its own process, as an operator runs it."""
 
-    def __init__(self, kafka: KafkaSettings, models: Models, app_id: str, log: Path) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        models: Models,
+        app_id: str,
+        log: Path,
+        api_port: int | None = None,
+    ) -> None:
         env = {
             **os.environ,
             "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -74,7 +84,8 @@ class Worker:
         }
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "loanstream.cli", "scorer", "--no-api"],
+            [sys.executable, "-m", "loanstream.cli", "scorer"]
+            + (["--no-api"] if api_port is None else ["--api-port", str(api_port)]),
             env=env,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -102,9 +113,14 @@ def workers(kafka: KafkaSettings, models: Models, tmp_path: Path) -> Iterator[li
 
 
 def start(
-    workers: list[Worker], kafka: KafkaSettings, models: Models, tmp_path: Path, app_id: str
+    workers: list[Worker],
+    kafka: KafkaSettings,
+    models: Models,
+    tmp_path: Path,
+    app_id: str,
+    api_port: int | None = None,
 ) -> Worker:
-    worker = Worker(kafka, models, app_id, tmp_path / f"worker-{len(workers)}.log")
+    worker = Worker(kafka, models, app_id, tmp_path / f"worker-{len(workers)}.log", api_port)
     workers.append(worker)
     return worker
 
@@ -178,26 +194,28 @@ def test_a_hundred_thousand_applications_with_one_percent_hostile(
 def test_hot_swap_under_two_thousand_per_second(
     kafka: KafkaSettings, models: Models, workers: list[Worker], tmp_path: Path
 ) -> None:
-    start(workers, kafka, models, tmp_path, f"scorer-{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    start(workers, kafka, models, tmp_path, f"scorer-{uuid.uuid4().hex[:8]}", port)
     generator = Generator(SPEC, load_world(None, SPEC), load_scenario("stable"), seed=8)
-    swap = threading.Timer(6.0, lambda: publish(kafka, models.registry.version("2").update()))
-    time.sleep(3)  # the worker starts while nothing is sent yet
+    wait_for_model(port, "1")
+    # Published 2 s into a 20 s stream: loading takes 3-6 s on this machine under load.
+    swap = threading.Timer(2.0, lambda: publish(kafka, models.registry.version("2").update()))
     swap.start()
     produce_live(
         kafka,
         generator,
         2000,
         ProducerMetrics(CollectorRegistry()),
-        count=24_000,
+        count=40_000,
         wait_for_outcomes=False,
     )
     predictions = [
         Prediction.from_json(m.value())
-        for m in read_all(kafka, kafka.topic(PREDICTIONS), 24_000, timeout_s=120)
+        for m in read_all(kafka, kafka.topic(PREDICTIONS), 40_000, timeout_s=120)
     ]
-    assert len({p.application_id for p in predictions}) == 24_000
+    assert len({p.application_id for p in predictions}) == 40_000
     by_partition: dict[int, list[str]] = defaultdict(list)
-    for message in read_all(kafka, kafka.topic(PREDICTIONS), 24_000):
+    for message in read_all(kafka, kafka.topic(PREDICTIONS), 40_000):
         by_partition[message.partition()].append(
             Prediction.from_json(message.value()).model_version
         )
@@ -249,3 +267,75 @@ def test_sigkill_of_one_of_two_workers_loses_no_application(
     duplicates = len(ids) - len(set(ids))
     print(f"SIGKILL of one of two workers: {duplicates} duplicate predictions")
     assert first.process.poll() is None
+
+
+def test_graceful_rebalances_lose_no_application(
+    kafka: KafkaSettings, models: Models, workers: list[Worker], tmp_path: Path
+) -> None:
+    """A second worker joins mid-stream (partitions move to it), then leaves with SIGTERM
+    (they move back): two rebalances under load, every application still scored."""
+    app_id = f"scorer-{uuid.uuid4().hex[:8]}"
+    first = start(workers, kafka, models, tmp_path, app_id)
+    port = free_port()
+    generator = Generator(SPEC, load_world(None, SPEC), load_scenario("stable"), seed=10)
+    joined: list[Worker] = []
+    scored_by_joiner: list[float] = []
+
+    def leave() -> None:  # once it has scored: its start-up takes seconds on a busy machine
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if scored(port) > 0:
+                    break
+            time.sleep(0.5)
+        time.sleep(2)
+        scored_by_joiner.append(scored(port))
+        joined[0].stop(signal.SIGTERM)
+
+    joiner = threading.Timer(
+        4.0, lambda: joined.append(start(workers, kafka, models, tmp_path, app_id, port))
+    )
+    leaver = threading.Timer(5.0, leave)
+    time.sleep(3)
+    joiner.start()
+    leaver.start()
+    produce_live(
+        kafka,
+        generator,
+        2000,
+        ProducerMetrics(CollectorRegistry()),
+        count=40_000,
+        wait_for_outcomes=False,
+    )
+    leaver.join()
+    predictions = read_all(kafka, kafka.topic(PREDICTIONS), 40_000, timeout_s=180, settle_s=5.0)
+    ids = [json.loads(m.value())["application_id"] for m in predictions]
+    assert set(ids) == {f"app-10-{i:09d}" for i in range(40_000)}
+    print(
+        f"two graceful rebalances: the joiner scored {scored_by_joiner[0]:.0f}; "
+        f"{len(ids) - len(set(ids))} duplicate predictions"
+    )
+    assert scored_by_joiner[0] > 0  # partitions really moved to it
+    assert first.process.poll() is None
+    assert joined[0].process.returncode == 0  # it left cleanly, not by a crash
+
+
+def wait_for_model(port: int, version: str, timeout_s: float = 90) -> None:
+    """Until the worker's REST API says it scores with ``version``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/v1/model").json().get("version") == version:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"the worker did not load version {version} in {timeout_s:.0f} s")
+
+
+def scored(port: int) -> float:
+    """The worker's own count of scored applications, from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("loanstream_scorer_applications_total{")
+    )
