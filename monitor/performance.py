@@ -1,0 +1,643 @@
+"""Windowed model performance from labelled events, beside its label-free estimate.
+
+Every window keeps mergeable sufficient statistics (`Stats`), never raw events, so one event
+costs O(1) plain-Python arithmetic and windows are merges of panes. A `Stats` takes a *soft*
+label ``w = P(Y=1)``: realized statistics use ``w = y``; confidence-based performance estimation
+(CBPE) uses ``w = p``, which makes every sum its expectation if the model is calibrated.
+Labels only come for approved loans (selective labels), so realized figures describe the
+approved population; the estimate on the same labelled events is measured on that population
+too, so the two stay comparable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from math import isfinite, log
+from typing import Any
+
+import numpy as np
+
+BINS = 100  # histogram bins of p per class, for the AUC
+CAL_BINS = 10  # equal-width calibration bins; each is 10 histogram bins
+EPS = 1e-6  # log loss clips p to [EPS, 1 - EPS]
+FORMAT = 1  # version of the to_dict() state
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One reliability-diagram bin: predictions with ``lower <= p < upper``."""
+
+    lower: float
+    upper: float
+    count: int
+    mean_probability: float
+    observed_rate: float
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """Performance of one window; ``auc`` is None while a class has no weight."""
+
+    count: int
+    accuracy: float  # at threshold 0.5: predicted repaid when p >= 0.5
+    auc: float | None
+    brier: float
+    log_loss: float
+    ece: float  # count-weighted |mean p - observed rate| over the calibration bins
+    default_rate: float
+    approval_rate: float | None
+    mean_probability: float
+    calibration: tuple[CalibrationBin, ...]
+
+
+def _terms(p: float, w: float) -> tuple[int, float, float]:
+    """Histogram bin, Brier term and log-loss term of one prediction with soft label ``w``."""
+    b = int(p * BINS)  # monotone in p and 0.5 * BINS is exact: b >= BINS // 2 iff p >= 0.5
+    if b == BINS:
+        b = BINS - 1
+    pc = EPS if p < EPS else (1.0 - EPS if p > 1.0 - EPS else p)
+    if w == 1.0:
+        return b, (1.0 - p) ** 2, -log(pc)
+    if w == 0.0:
+        return b, p * p, -log(1.0 - pc)
+    return b, w * (1.0 - p) ** 2 + (1.0 - w) * p * p, -w * log(pc) - (1.0 - w) * log(1.0 - pc)
+
+
+def _paired_terms(p: float, y: float) -> tuple[int, float, float, float, float]:
+    """`_terms` for label y and for the estimate (w = p) at once, sharing the two logs."""
+    b = int(p * BINS)
+    if b == BINS:
+        b = BINS - 1
+    pc = EPS if p < EPS else (1.0 - EPS if p > 1.0 - EPS else p)
+    lp, lq, q = -log(pc), -log(1.0 - pc), 1.0 - p
+    if y == 1.0:
+        return b, q * q, lp, p * q, p * lp + q * lq
+    return b, p * p, lq, p * q, p * lp + q * lq
+
+
+def _check(p: float, name: str = "probability") -> None:
+    if not 0.0 <= p <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be within [0, 1], got {p!r}")
+
+
+class Stats:
+    """Mergeable sufficient statistics of one window or pane.
+
+    The AUC comes from per-class histograms of p in 100 bins, with pairs inside one bin
+    counted as ties (half). Its error is at most ``0.5 * sum_b pos_b * neg_b / (P * N)`` and in
+    practice far smaller, as order inside a bin is nearly random: 0.0001 against scikit-learn
+    on 20,000 Beta(5, 2) predictions, whose bound is 0.008 (see the tests).
+
+    >>> s = Stats()
+    >>> for p, y in [(0.9, 1), (0.8, 1), (0.3, 0), (0.6, 0)]:
+    ...     s.add(p, y, approved=p >= 0.5)
+    >>> m = s.metrics()
+    >>> m.count, m.accuracy, m.auc, m.approval_rate
+    (4, 0.75, 1.0, 0.75)
+    """
+
+    __slots__ = ("approved", "brier", "count", "log_loss", "neg", "pos", "sum_p")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.approved = 0
+        self.brier = 0.0
+        self.log_loss = 0.0
+        self.pos = [0.0] * BINS  # weight w per bin of p
+        self.neg = [0.0] * BINS  # weight 1 - w per bin of p
+        self.sum_p = [0.0] * CAL_BINS
+
+    def add(self, p: float, positive_weight: float, approved: bool) -> None:
+        """One prediction ``p`` with soft label ``positive_weight`` (y, or p for the estimate)."""
+        _check(p)
+        _check(positive_weight, "positive_weight")
+        b, sq, ll = _terms(p, positive_weight)
+        self._put(b, p, positive_weight, sq, ll, approved)
+
+    def _put(self, b: int, p: float, w: float, sq: float, ll: float, approved: bool) -> None:
+        self.count += 1
+        self.pos[b] += w
+        self.neg[b] += 1.0 - w
+        self.sum_p[b // 10] += p
+        self.brier += sq
+        self.log_loss += ll
+        if approved:
+            self.approved += 1
+
+    def merge(self, other: Stats) -> Stats:
+        """Add ``other`` into this one (in place) and return self."""
+        self.count += other.count
+        self.approved += other.approved
+        self.brier += other.brier
+        self.log_loss += other.log_loss
+        for mine, theirs in ((self.pos, other.pos), (self.neg, other.neg)):
+            for i in range(BINS):
+                mine[i] += theirs[i]
+        for i in range(CAL_BINS):
+            self.sum_p[i] += other.sum_p[i]
+        return self
+
+    def metrics(self) -> WindowMetrics:
+        n = self.count
+        if n == 0:
+            raise ValueError("metrics need at least one event, got an empty window")
+        pos, neg, half = self.pos, self.neg, BINS // 2
+        positive, negative = sum(pos), sum(neg)
+        auc = None
+        if positive > 0.0 and negative > 0.0:
+            pairs = below = 0.0
+            for b in range(BINS):
+                pairs += pos[b] * (below + 0.5 * neg[b])
+                below += neg[b]
+            auc = pairs / (positive * negative)
+        bins, gap = [], 0.0
+        for c in range(CAL_BINS):
+            weight = sum(pos[c * 10 : c * 10 + 10])
+            count = round(weight + sum(neg[c * 10 : c * 10 + 10]))
+            gap += abs(self.sum_p[c] - weight)
+            if count:
+                rate, mean = weight / count, self.sum_p[c] / count
+                bins.append(CalibrationBin(c / CAL_BINS, (c + 1) / CAL_BINS, count, mean, rate))
+        return WindowMetrics(
+            count=n,
+            accuracy=(sum(pos[half:]) + sum(neg[:half])) / n,
+            auc=auc,
+            brier=self.brier / n,
+            log_loss=self.log_loss / n,
+            ece=gap / n,
+            default_rate=1.0 - positive / n,
+            approval_rate=self.approved / n,
+            mean_probability=sum(self.sum_p) / n,
+            calibration=tuple(bins),
+        )
+
+    def vector(self) -> list[float]:
+        """Every statistic as one flat list, so many panes can be summed with numpy at once."""
+        head = [float(self.count), float(self.approved), self.brier, self.log_loss]
+        return head + self.pos + self.neg + self.sum_p
+
+    @classmethod
+    def from_vector(cls, values: Any) -> Stats:
+        stats = cls()
+        stats.count, stats.approved = round(values[0]), round(values[1])
+        stats.brier, stats.log_loss = float(values[2]), float(values[3])
+        stats.pos = [float(v) for v in values[4 : 4 + BINS]]
+        stats.neg = [float(v) for v in values[4 + BINS : 4 + 2 * BINS]]
+        stats.sum_p = [float(v) for v in values[4 + 2 * BINS :]]
+        return stats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "approved": self.approved,
+            "brier": self.brier,
+            "log_loss": self.log_loss,
+            "pos": list(self.pos),
+            "neg": list(self.neg),
+            "sum_p": list(self.sum_p),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        sizes = {"pos": BINS, "neg": BINS, "sum_p": CAL_BINS}
+        for key, size in sizes.items():
+            if len(data[key]) != size:
+                raise ValueError(f"Stats.{key} must hold {size} values, got {len(data[key])}")
+        stats = cls()
+        stats.count, stats.approved = int(data["count"]), int(data["approved"])
+        stats.brier, stats.log_loss = float(data["brier"]), float(data["log_loss"])
+        stats.pos, stats.neg = [float(v) for v in data["pos"]], [float(v) for v in data["neg"]]
+        stats.sum_p = [float(v) for v in data["sum_p"]]
+        return stats
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One window of one scope: realized metrics and the CBPE estimate for the same window.
+
+    Count windows span positions ``[start, end)`` of that scope's labelled events, and their
+    estimate is computed on those same events. Time windows span event times ``[start, end)``;
+    their estimate comes from every prediction made in that time, labelled or not yet, and
+    ``metrics`` is None until a label arrives.
+    """
+
+    scope: str
+    kind: str  # "count" or "time"
+    start: int | datetime
+    end: int | datetime
+    metrics: WindowMetrics | None
+    estimate: WindowMetrics | None
+
+
+class CountWindows:
+    """Windows of ``size`` labelled events every ``step`` (tumbling when equal), from panes.
+
+    >>> w = CountWindows(size=4, step=2)
+    >>> events = [(0.9, 1), (0.2, 0), (0.7, 1), (0.6, 1), (0.9, 0), (0.2, 1), (0.7, 0), (0.6, 0)]
+    >>> closed = [w.add(p, y, approved=p >= 0.5) for p, y in events]
+    >>> [(r.start, r.end, r.metrics.accuracy) for r in closed if r is not None]
+    [(0, 4, 1.0), (2, 6, 0.5), (4, 8, 0.0)]
+    """
+
+    def __init__(self, size: int, step: int, scope: str = "all") -> None:
+        if step <= 0 or size <= 0 or size % step:
+            raise ValueError(f"size must be a positive multiple of step, got {size} and {step}")
+        self.size = size
+        self.step = step
+        self.scope = scope
+        self.position = 0
+        self._panes: deque[tuple[Stats, Stats]] = deque([(Stats(), Stats())], size // step)
+
+    def add(self, p: float, y: int, approved: bool) -> WindowResult | None:
+        """Add one labelled event; return the window it closes, if any."""
+        _check(p)
+        if y != 0 and y != 1:
+            raise ValueError(f"label must be 0 or 1, got {y!r}")
+        b, sq, ll, esq, ell = _paired_terms(p, float(y))
+        realized, expected = self._panes[-1]
+        realized._put(b, p, float(y), sq, ll, approved)
+        expected._put(b, p, p, esq, ell, approved)
+        return self._advance()
+
+    def _advance(self) -> WindowResult | None:
+        self.position += 1
+        if self.position % self.step:
+            return None
+        closed = None
+        if self.position >= self.size:
+            realized, expected = Stats(), Stats()
+            for pane, guess in self._panes:
+                realized.merge(pane)
+                expected.merge(guess)
+            start = self.position - self.size
+            closed = WindowResult(
+                self.scope, "count", start, self.position, realized.metrics(), expected.metrics()
+            )
+        self._panes.append((Stats(), Stats()))
+        return closed
+
+    def to_dict(self) -> dict[str, Any]:
+        panes = [[r.to_dict(), e.to_dict()] for r, e in self._panes]
+        return {
+            "size": self.size,
+            "step": self.step,
+            "scope": self.scope,
+            "position": self.position,
+            "panes": panes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CountWindows:
+        windows = cls(int(data["size"]), int(data["step"]), str(data["scope"]))
+        windows.position = int(data["position"])
+        windows._panes.clear()
+        windows._panes.extend((Stats.from_dict(r), Stats.from_dict(e)) for r, e in data["panes"])
+        return windows
+
+
+def _seconds(event_time: datetime | float) -> float:
+    if isinstance(event_time, datetime):
+        if event_time.tzinfo is None:
+            raise ValueError(f"event_time must carry a time zone, got naive {event_time}")
+        return event_time.timestamp()
+    t = float(event_time)
+    if not isfinite(t):
+        raise ValueError(f"event_time must be a finite epoch time in seconds, got {t!r}")
+    return t
+
+
+class TimeWindows:
+    """Event-time windows of ``size`` every ``step``, from epoch-aligned panes of ``step``.
+
+    A late label updates the pane of its application's event time, as long as that pane is
+    still retained: panes older than the newest event time minus ``retention`` are dropped, and
+    events for them are counted in ``late_dropped``.
+
+    >>> day = timedelta(days=1)
+    >>> w = TimeWindows(size=2 * day, step=day, retention=10 * day)
+    >>> w.add(0.9, 1, True, datetime(2025, 1, 3, 12, tzinfo=UTC))
+    >>> w.add(0.8, 0, True, datetime(2025, 1, 2, 9, tzinfo=UTC))  # a late label
+    >>> [(r.start.day, r.end.day, r.metrics.count) for r in w.windows() if r.metrics]
+    [(1, 3, 1), (2, 4, 2), (3, 5, 1)]
+    """
+
+    def __init__(
+        self, size: timedelta, step: timedelta, retention: timedelta, scope: str = "all"
+    ) -> None:
+        if step <= timedelta(0) or size <= timedelta(0) or size % step:
+            raise ValueError(f"size must be a positive multiple of step, got {size} and {step}")
+        if retention < size:
+            raise ValueError(f"retention must be at least the window size {size}, got {retention}")
+        self.size, self.step, self.retention, self.scope = size, step, retention, scope
+        self.late_dropped = 0
+        self._step_s = step.total_seconds()
+        self._newest: float | None = None  # newest event time seen, epoch seconds
+        self._first = 0  # oldest retained pane index
+        self._realized: dict[int, Stats] = {}
+        self._estimate: dict[int, Stats] = {}
+
+    def add(self, p: float, y: int, approved: bool, event_time: datetime | float) -> None:
+        """A labelled event, into the pane of its event time."""
+        _check(p)
+        if y != 0 and y != 1:
+            raise ValueError(f"label must be 0 or 1, got {y!r}")
+        pane = self._pane(_seconds(event_time), self._realized)
+        if pane is not None:
+            pane.add(p, float(y), approved)
+
+    def add_estimate(self, p: float, approved: bool, event_time: datetime | float) -> None:
+        """A prediction (labelled or not), into the estimate of the pane of its event time."""
+        _check(p)
+        pane = self._pane(_seconds(event_time), self._estimate)
+        if pane is not None:
+            pane.add(p, p, approved)
+
+    def advance(self, t: float) -> None:
+        """Move the clock to event time ``t`` (epoch seconds), dropping panes it leaves behind."""
+        if self._newest is None or t > self._newest:
+            first = int((t - self.retention.total_seconds()) // self._step_s)
+            if self._newest is None or first > self._first:
+                self._first = first
+                self._prune()
+            self._newest = t
+
+    def _pane(self, t: float, panes: dict[int, Stats]) -> Stats | None:
+        if self._newest is None or t > self._newest:
+            self.advance(t)
+        k = int(t // self._step_s)
+        if k < self._first:
+            self.late_dropped += 1
+            return None
+        pane = panes.get(k)
+        if pane is None:
+            pane = panes[k] = Stats()
+        return pane
+
+    def _prune(self) -> None:
+        for panes in (self._realized, self._estimate):
+            for k in [k for k in panes if k < self._first]:
+                del panes[k]
+
+    def windows(self) -> list[WindowResult]:
+        """Every window holding events whose panes are all retained, oldest first.
+
+        The newest windows are still filling: their ``end`` lies past the newest event time.
+        """
+        keys = list(self._realized) + list(self._estimate)
+        if not keys:
+            return []
+        m = int(self.size / self.step)
+        low, high = max(self._first, min(keys) - m + 1), max(keys) + m - 1
+        realized = _sliding(self._realized, low, high, m)
+        estimate = _sliding(self._estimate, low, high, m)
+        results = []
+        for i, (r, e) in enumerate(zip(realized, estimate, strict=True)):
+            if r.count == 0 and e.count == 0:
+                continue
+            start = datetime.fromtimestamp((low + i) * self._step_s, UTC)
+            results.append(
+                WindowResult(
+                    self.scope,
+                    "time",
+                    start,
+                    start + self.size,
+                    r.metrics() if r.count else None,
+                    e.metrics() if e.count else None,
+                )
+            )
+        return results
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size_s": self.size.total_seconds(),
+            "step_s": self._step_s,
+            "retention_s": self.retention.total_seconds(),
+            "scope": self.scope,
+            "late_dropped": self.late_dropped,
+            "newest": self._newest,
+            "first": self._first,
+            "realized": {str(k): s.to_dict() for k, s in self._realized.items()},
+            "estimate": {str(k): s.to_dict() for k, s in self._estimate.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimeWindows:
+        windows = cls(
+            timedelta(seconds=data["size_s"]),
+            timedelta(seconds=data["step_s"]),
+            timedelta(seconds=data["retention_s"]),
+            str(data["scope"]),
+        )
+        windows.late_dropped = int(data["late_dropped"])
+        windows._newest = None if data["newest"] is None else float(data["newest"])
+        windows._first = int(data["first"])
+        windows._realized = {int(k): Stats.from_dict(s) for k, s in data["realized"].items()}
+        windows._estimate = {int(k): Stats.from_dict(s) for k, s in data["estimate"].items()}
+        return windows
+
+
+def _sliding(panes: dict[int, Stats], low: int, high: int, m: int) -> list[Stats]:
+    """Sums of ``m`` consecutive panes starting at each index of ``[low, high - m + 1]``."""
+    empty = Stats().vector()
+    matrix = np.array([panes[k].vector() if k in panes else empty for k in range(low, high + 1)])
+    sums = np.lib.stride_tricks.sliding_window_view(matrix, m, axis=0).sum(axis=-1)
+    return [Stats.from_vector(row) for row in sums.tolist()]
+
+
+OTHER = "(other)"  # scope of values past the cap; a real value may well be called "other"
+MISSING = "(missing)"
+ROUTES = 4096  # (model version, segment) pairs whose scopes are cached
+
+
+class _Scope:
+    __slots__ = ("count", "name", "time")
+
+    def __init__(self, name: str, count: CountWindows, time: TimeWindows) -> None:
+        self.name, self.count, self.time = name, count, time
+
+
+class PerformanceTracker:
+    """Count and time windows for "all", each model version and each segment value.
+
+    At most ``max_scopes`` values per dimension get their own scope; later ones share
+    ``"<dimension>=(other)"``, so a hostile stream cannot grow memory or metric labels.
+
+    >>> t = PerformanceTracker(count_size=2, count_step=2)
+    >>> at = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> closed = [t.update(p, y, True, at, "3", "car") for p, y in [(0.9, 1), (0.7, 0)]][-1]
+    >>> [(r.scope, r.metrics.accuracy, round(r.estimate.accuracy, 2)) for r in closed]
+    [('all', 0.5, 0.8), ('model_version=3', 0.5, 0.8), ('loan_purpose=car', 0.5, 0.8)]
+    """
+
+    def __init__(
+        self,
+        count_size: int = 5000,
+        count_step: int = 1000,
+        time_size: timedelta = timedelta(days=7),
+        time_step: timedelta = timedelta(days=1),
+        retention: timedelta = timedelta(days=90),
+        segment: str = "loan_purpose",
+        max_scopes: int = 20,
+    ) -> None:
+        if max_scopes < 1:
+            raise ValueError(f"max_scopes must be at least 1, got {max_scopes}")
+        if segment == "model_version":
+            raise ValueError("segment must name a dimension other than model_version")
+        CountWindows(count_size, count_step)  # validate the window shapes early
+        TimeWindows(time_size, time_step, retention)
+        self.count_size, self.count_step = count_size, count_step
+        self.time_size, self.time_step, self.retention = time_size, time_step, retention
+        self.segment, self.max_scopes = segment, max_scopes
+        self._all = self._new("all")
+        self._dims: dict[str, dict[str, _Scope]] = {"model_version": {}, segment: {}}
+        self._routes: dict[tuple[str, str | None], tuple[_Scope, ...]] = {}
+        self._synced = -(1 << 62)  # the "all" scope's oldest pane when others last followed it
+
+    def _new(self, name: str) -> _Scope:
+        time = TimeWindows(self.time_size, self.time_step, self.retention, name)
+        if name != "all" and self._all.time._newest is not None:
+            time.advance(self._all.time._newest)
+        return _Scope(name, CountWindows(self.count_size, self.count_step, name), time)
+
+    def _sync(self) -> None:
+        """When the "all" scope drops a pane, every scope does, so all agree on what is late."""
+        clock = self._all.time
+        self._synced = clock._first
+        if clock._newest is not None:
+            for scopes in self._dims.values():
+                for scope in scopes.values():
+                    scope.time.advance(clock._newest)
+
+    def _route(self, model_version: str, segment: str | None) -> tuple[_Scope, ...]:
+        """The scopes an event counts in; cached per value pair, in bounded memory."""
+        route = self._routes.get((model_version, segment))
+        if route is None:
+            version = self._scope("model_version", model_version)
+            route = (self._all, version, self._scope(self.segment, segment))
+            if len(self._routes) < ROUTES:
+                self._routes[model_version, segment] = route
+        return route
+
+    def _scope(self, dimension: str, value: str | None) -> _Scope:
+        scopes = self._dims[dimension]
+        found = scopes.get(MISSING if value is None else value)
+        if found is not None:
+            return found
+        value = MISSING if value is None else value
+        if len(scopes) >= self.max_scopes + (OTHER in scopes) or value == OTHER:
+            value = OTHER
+            if OTHER in scopes:
+                return scopes[OTHER]
+        scopes[value] = self._new(f"{dimension}={value}")
+        return scopes[value]
+
+    def update(
+        self,
+        p: float,
+        y: int,
+        approved: bool,
+        event_time: datetime | float,
+        model_version: str,
+        segment: str | None,
+    ) -> list[WindowResult]:
+        """One labelled event (prediction joined with its outcome); returns the closed windows."""
+        _check(p)
+        if y != 0 and y != 1:
+            raise ValueError(f"label must be 0 or 1, got {y!r}")
+        t, w = _seconds(event_time), float(y)
+        b, sq, ll, esq, ell = _paired_terms(p, w)
+        closed = []
+        for scope in self._route(model_version, segment):
+            count = scope.count
+            realized, expected = count._panes[-1]
+            realized._put(b, p, w, sq, ll, approved)
+            expected._put(b, p, p, esq, ell, approved)
+            if (count.position + 1) % count.step:
+                count.position += 1  # the common case of _advance, inlined: no window closes
+            else:
+                result = count._advance()
+                if result is not None:
+                    closed.append(result)
+            time = scope.time
+            pane = time._pane(t, time._realized)
+            if pane is not None:
+                pane._put(b, p, w, sq, ll, approved)
+        if self._all.time._first > self._synced:
+            self._sync()
+        return closed
+
+    def update_estimate(
+        self,
+        p: float,
+        approved: bool,
+        event_time: datetime | float,
+        model_version: str,
+        segment: str | None,
+    ) -> None:
+        """One prediction, labelled or not: feeds the label-free estimate of the time windows."""
+        _check(p)
+        t = _seconds(event_time)
+        b, sq, ll = _terms(p, p)
+        for scope in self._route(model_version, segment):
+            pane = scope.time._pane(t, scope.time._estimate)
+            if pane is not None:
+                pane._put(b, p, p, sq, ll, approved)
+        if self._all.time._first > self._synced:
+            self._sync()
+
+    @property
+    def scopes(self) -> list[str]:
+        return [self._all.name] + [s.name for d in self._dims.values() for s in d.values()]
+
+    @property
+    def late_dropped(self) -> int:
+        """Events (labels and predictions) that came for a pane no longer retained."""
+        return self._all.time.late_dropped
+
+    def windows(self) -> list[WindowResult]:
+        """The time windows of every scope (see `TimeWindows.windows`)."""
+        scopes = [self._all] + [s for d in self._dims.values() for s in d.values()]
+        return [r for s in scopes for r in s.time.windows()]
+
+    def to_dict(self) -> dict[str, Any]:
+        def scope(s: _Scope) -> dict[str, Any]:
+            return {"count": s.count.to_dict(), "time": s.time.to_dict()}
+
+        return {
+            "format": FORMAT,
+            "count_size": self.count_size,
+            "count_step": self.count_step,
+            "time_size_s": self.time_size.total_seconds(),
+            "time_step_s": self.time_step.total_seconds(),
+            "retention_s": self.retention.total_seconds(),
+            "segment": self.segment,
+            "max_scopes": self.max_scopes,
+            "all": scope(self._all),
+            "dimensions": {d: {v: scope(s) for v, s in ss.items()} for d, ss in self._dims.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerformanceTracker:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"tracker state format must be {FORMAT}, got {data.get('format')!r}")
+        tracker = cls(
+            int(data["count_size"]),
+            int(data["count_step"]),
+            timedelta(seconds=data["time_size_s"]),
+            timedelta(seconds=data["time_step_s"]),
+            timedelta(seconds=data["retention_s"]),
+            str(data["segment"]),
+            int(data["max_scopes"]),
+        )
+
+        def scope(d: dict[str, Any]) -> _Scope:
+            count, time = CountWindows.from_dict(d["count"]), TimeWindows.from_dict(d["time"])
+            return _Scope(count.scope, count, time)
+
+        tracker._all = scope(data["all"])
+        for dimension, scopes in data["dimensions"].items():
+            tracker._dims[dimension] = {v: scope(s) for v, s in scopes.items()}
+        tracker._synced = tracker._all.time._first
+        return tracker

@@ -1,0 +1,258 @@
+"""Windowed performance: Stats against scikit-learn, merging, count and time windows, scopes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+from monitor.performance import (
+    CountWindows,
+    PerformanceTracker,
+    Stats,
+    TimeWindows,
+    WindowResult,
+)
+
+DAY = timedelta(days=1)
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities from Beta(5, 2), labels drawn from them (a calibrated model), approvals."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(5, 2, n)
+    return p, (rng.random(n) < p).astype(int), p >= 0.8
+
+
+def stats_of(p: np.ndarray, y: np.ndarray, approved: np.ndarray) -> Stats:
+    stats = Stats()
+    for pi, yi, ai in zip(p.tolist(), y.tolist(), approved.tolist(), strict=True):
+        stats.add(pi, yi, ai)
+    return stats
+
+
+def test_stats_match_scikit_learn() -> None:
+    p, y, approved = sample(20_000, seed=3)
+    p[:3] = [0.5, 0.5, np.nextafter(0.5, 0)]  # the threshold itself: p >= 0.5 predicts repaid
+    stats = stats_of(p, y, approved)
+    m = stats.metrics()
+    assert m.count == 20_000
+    assert m.accuracy == pytest.approx(accuracy_score(y, p >= 0.5), abs=1e-9)
+    assert m.brier == pytest.approx(brier_score_loss(y, p), abs=1e-9)
+    assert m.log_loss == pytest.approx(log_loss(y, p), abs=1e-9)
+    assert m.default_rate == pytest.approx(1 - y.mean(), abs=1e-9)
+    assert m.approval_rate == pytest.approx(approved.mean(), abs=1e-9)
+    assert m.mean_probability == pytest.approx(p.mean(), abs=1e-9)
+    assert m.auc is not None
+    exact = roc_auc_score(y, p)
+    assert abs(m.auc - exact) < 0.005
+    # the documented bound on the histogram AUC's error holds
+    pos, neg = np.array(stats.pos), np.array(stats.neg)
+    assert abs(m.auc - exact) <= 0.5 * np.sum(pos * neg) / (pos.sum() * neg.sum())
+
+
+def test_calibration_bins_and_ece() -> None:
+    p, y, approved = sample(5_000, seed=4)
+    m = stats_of(p, y, approved).metrics()
+    bins = np.minimum((p * 10).astype(int), 9)
+    ece = 0.0
+    for got, b in zip(m.calibration, sorted(set(bins.tolist())), strict=True):
+        chosen = bins == b
+        assert (got.lower, got.upper, got.count) == (b / 10, (b + 1) / 10, chosen.sum())
+        assert got.mean_probability == pytest.approx(p[chosen].mean(), abs=1e-12)
+        assert got.observed_rate == pytest.approx(y[chosen].mean(), abs=1e-12)
+        ece += chosen.sum() / len(p) * abs(p[chosen].mean() - y[chosen].mean())
+    assert m.ece == pytest.approx(ece, abs=1e-12)
+
+
+def test_edges_and_empty_windows() -> None:
+    stats = Stats()
+    stats.add(1.0, 1, True)
+    stats.add(0.0, 0, False)
+    m = stats.metrics()
+    assert (m.accuracy, m.auc, m.calibration[-1].count, m.calibration[0].count) == (1.0, 1.0, 1, 1)
+    assert m.log_loss == pytest.approx(-np.log(1 - 1e-6), abs=1e-12)  # p clipped to 1e-6
+    one_class = Stats()
+    one_class.add(0.7, 1, True)
+    assert one_class.metrics().auc is None
+    with pytest.raises(ValueError, match="at least one event"):
+        Stats().metrics()
+    with pytest.raises(ValueError, match=r"probability must be within \[0, 1\], got nan"):
+        Stats().add(float("nan"), 1, True)
+    with pytest.raises(ValueError, match="positive_weight"):
+        Stats().add(0.5, 2, True)
+
+
+def flat(stats: Stats) -> np.ndarray:
+    return np.array(stats.vector())
+
+
+def test_merge_is_associative_and_equals_one_pass() -> None:
+    p, y, approved = sample(3_000, seed=5)
+    parts = [stats_of(p[s], y[s], approved[s]) for s in np.array_split(np.arange(3_000), 3)]
+    one_pass = stats_of(p, y, approved)
+    again = [Stats.from_dict(s.to_dict()) for s in parts]
+    left = parts[0].merge(parts[1]).merge(parts[2])  # (a + b) + c
+    right = again[0].merge(again[1].merge(again[2]))  # a + (b + c)
+    for merged in (left, right):
+        assert (merged.count, merged.approved) == (one_pass.count, one_pass.approved)
+        assert merged.pos == one_pass.pos and merged.neg == one_pass.neg  # 0/1 sums: exact
+        np.testing.assert_allclose(flat(merged), flat(one_pass), rtol=1e-12, atol=0)
+
+
+def closed_at(windows: CountWindows, p: np.ndarray, y: np.ndarray) -> dict[int, WindowResult]:
+    closed = {}
+    for i, (pi, yi) in enumerate(zip(p.tolist(), y.tolist(), strict=True)):
+        result = windows.add(pi, yi, pi >= 0.8)
+        if result is not None:
+            closed[i] = result
+    return closed
+
+
+def test_tumbling_count_windows_close_every_size_events() -> None:
+    p, y, _ = sample(3_500, seed=6)
+    closed = closed_at(CountWindows(1_000, 1_000), p, y)
+    assert list(closed) == [999, 1999, 2999]
+    assert [(r.start, r.end, r.metrics.count) for r in closed.values() if r.metrics] == [
+        (0, 1000, 1000),
+        (1000, 2000, 1000),
+        (2000, 3000, 1000),
+    ]
+
+
+def test_sliding_count_windows_equal_their_slice() -> None:
+    p, y, _ = sample(12_000, seed=7)
+    closed = closed_at(CountWindows(5_000, 1_000, scope="model_version=2"), p, y)
+    assert list(closed) == [4999, 5999, 6999, 7999, 8999, 9999, 10999, 11999]
+    for result in closed.values():
+        assert isinstance(result.start, int) and isinstance(result.end, int)
+        assert (result.scope, result.kind, result.end - result.start) == (
+            "model_version=2",
+            "count",
+            5000,
+        )
+        s = slice(result.start, result.end)
+        expected = stats_of(p[s], y[s], p[s] >= 0.8).metrics()
+        assert result.metrics is not None
+        assert result.metrics.accuracy == expected.accuracy
+        assert result.metrics.brier == pytest.approx(expected.brier, rel=1e-12)
+        assert result.estimate is not None  # CBPE on the same events
+        assert result.estimate.accuracy == pytest.approx(
+            np.mean(np.maximum(p[s], 1 - p[s])), abs=1e-12
+        )
+    with pytest.raises(ValueError, match="multiple of step, got 5000 and 1500"):
+        CountWindows(5_000, 1_500)
+
+
+def test_time_windows_take_late_labels_and_drop_beyond_retention() -> None:
+    w = TimeWindows(size=2 * DAY, step=DAY, retention=5 * DAY, scope="all")
+    w.add_estimate(0.9, True, T0 + timedelta(hours=1))
+    w.add_estimate(0.6, False, T0 + DAY + timedelta(hours=3))
+    w.add(0.9, 1, True, T0 + 6 * DAY)  # newest event: panes before Mar 2 are no longer kept
+    w.add(0.6, 0, False, T0 + DAY + timedelta(hours=3))  # a late label, kept: its pane is
+    w.add(0.7, 1, True, T0 + timedelta(hours=23))  # too late: Mar 1 was dropped
+    assert w.late_dropped == 1
+    got = [
+        (r.start, r.end, r.metrics and r.metrics.count, r.estimate and r.estimate.count)
+        for r in w.windows()
+    ]
+    assert got == [
+        (T0 + DAY, T0 + 3 * DAY, 1, 1),
+        (T0 + 5 * DAY, T0 + 7 * DAY, 1, None),
+        (T0 + 6 * DAY, T0 + 8 * DAY, 1, None),
+    ]
+    with pytest.raises(ValueError, match="time zone"):
+        w.add(0.5, 1, True, datetime(2025, 3, 1))
+    with pytest.raises(ValueError, match="finite epoch time in seconds, got inf"):
+        w.add_estimate(0.5, True, float("inf"))
+    with pytest.raises(ValueError, match="retention must be at least"):
+        TimeWindows(size=2 * DAY, step=DAY, retention=DAY)
+
+
+def test_every_scope_drops_what_the_all_scope_drops() -> None:
+    tracker = PerformanceTracker(10, 10, time_size=DAY, time_step=DAY, retention=5 * DAY)
+    tracker.update(0.9, 1, True, T0, "1", "car")
+    tracker.update(0.9, 1, True, T0 + 10 * DAY, "1", "medical")  # "car" sees no event after
+    tracker.update(0.6, 0, True, T0 + DAY, "1", "car")  # beyond retention for every scope
+    assert tracker.late_dropped == 1
+    assert [(r.scope, r.start) for r in tracker.windows()] == [
+        ("all", T0 + 10 * DAY),
+        ("model_version=1", T0 + 10 * DAY),
+        ("loan_purpose=medical", T0 + 10 * DAY),
+    ]
+
+
+def test_scopes_are_capped_per_dimension() -> None:
+    tracker = PerformanceTracker(count_size=10, count_step=10, max_scopes=3)
+    purposes = ["car", "other", "medical", "education", "(other)", None, "car", "boat"]
+    for i, purpose in enumerate(purposes):
+        tracker.update(0.8, 1, True, T0, str(i % 2), purpose)
+    assert tracker.scopes == [
+        "all",
+        "model_version=0",
+        "model_version=1",
+        "loan_purpose=car",
+        "loan_purpose=other",  # a real category, kept apart from the overflow scope
+        "loan_purpose=medical",
+        "loan_purpose=(other)",
+    ]
+    assert all(r.estimate is None for r in tracker.windows())  # no prediction was fed
+    realized = {r.scope: r.metrics.count for r in tracker.windows() if r.metrics}
+    assert realized["loan_purpose=(other)"] == 4  # education, "(other)", missing, boat
+    assert realized["loan_purpose=car"] == 2 and realized["all"] == 8
+
+
+def stream(n: int, seed: int) -> list[tuple[float, int, bool, float, str, str]]:
+    """Labelled events in outcome order: event times up to 20 days out of order."""
+    rng = np.random.default_rng(seed)
+    p, y, approved = sample(n, seed)
+    times = T0.timestamp() + np.arange(n) * 60.0 - rng.uniform(0, 20 * 86_400, n)
+    purposes = rng.choice(["car", "medical", "education"], n)
+    return list(
+        zip(
+            p.tolist(),
+            y.tolist(),
+            approved.tolist(),
+            times.tolist(),
+            ["1" if i < n // 2 else "2" for i in range(n)],
+            purposes.tolist(),
+            strict=True,
+        )
+    )
+
+
+def test_tracker_state_round_trips_exactly() -> None:
+    events = stream(6_000, seed=8)
+    original = PerformanceTracker(1_000, 250, 2 * DAY, DAY, retention=10 * DAY)
+    for p, y, a, t, v, s in events[:3_500]:
+        original.update(p, y, a, t, v, s)
+        original.update_estimate(p, a, t + 30.0, v, s)
+    state = json.loads(json.dumps(original.to_dict()))
+    restored = PerformanceTracker.from_dict(state)
+    assert restored.to_dict() == original.to_dict()
+    assert restored.windows() == original.windows()
+    for p, y, a, t, v, s in events[3_500:]:
+        assert restored.update(p, y, a, t, v, s) == original.update(p, y, a, t, v, s)
+    assert restored.to_dict() == original.to_dict()
+    assert restored.late_dropped == original.late_dropped > 0
+    with pytest.raises(ValueError, match="format must be 1, got 7"):
+        PerformanceTracker.from_dict({**state, "format": 7})
+
+
+def test_tracker_closes_count_windows_per_scope() -> None:
+    tracker = PerformanceTracker(count_size=2_000, count_step=1_000)
+    closed: list[tuple[int, str, int]] = []
+    for i, (p, y, a, t, v, s) in enumerate(stream(4_000, seed=9)):
+        results = tracker.update(p, y, a, t, v, s)
+        closed += [(i, r.scope, r.metrics.count) for r in results if r.metrics]
+    assert [c for c in closed if c[1] in ("all", "model_version=1", "model_version=2")] == [
+        (1999, "all", 2000),
+        (1999, "model_version=1", 2000),
+        (2999, "all", 2000),
+        (3999, "all", 2000),
+        (3999, "model_version=2", 2000),
+    ]
