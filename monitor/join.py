@@ -1,0 +1,172 @@
+"""Join predictions with their late outcomes by application id, in either arrival order.
+
+Faust has no working stream-stream join, so the join is a pair of key-value stores: predictions
+waiting for a label, and outcomes that came before their prediction (the scorer can lag behind
+the outcome feed). The stores are any ``MutableMapping``: a dict in tests and in the detection
+benchmark, a changelogged Faust table in the service, so the pending state survives a restart.
+
+Two clocks decide what is given up on. A prediction waits for its label until the *label clock*
+(the newest outcome time seen, which follows event time, not the wall clock, so a replay at any
+speed expires the same predictions) is ``label_ttl`` past its event time. An outcome waits for
+its prediction for ``orphan_ttl`` of processing time: that race is between two live pipelines.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from loanstream.contracts import LabelledExample, Outcome, Prediction
+
+RECENT_JOINED = 200_000  # ids remembered to tell a duplicate from a new key, after the join
+
+
+class RecentKeys:
+    """The last ``size`` keys added, for membership tests in O(1) and bounded memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[str] = deque()
+        self._keys: set[str] = set()
+
+    def add(self, key: str) -> None:
+        if key in self._keys:
+            return
+        self._order.append(key)
+        self._keys.add(key)
+        if len(self._order) > self.size:
+            self._keys.discard(self._order.popleft())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+@dataclass(frozen=True)
+class JoinCounts:
+    """What the joiner has seen since it started (for metrics and the closing summary)."""
+
+    joined: int
+    pending: int
+    orphans_waiting: int
+    expired: int
+    orphans_dropped: int
+    duplicates: int
+
+
+def labelled(prediction: Prediction, outcome: Outcome) -> LabelledExample:
+    return LabelledExample.model_construct(
+        application_id=prediction.application_id,
+        event_time=prediction.event_time,
+        outcome_time=outcome.outcome_time,
+        features=prediction.features,
+        probability=prediction.probability,
+        decision=prediction.decision,
+        model_name=prediction.model_name,
+        model_version=prediction.model_version,
+        label=outcome.label,
+    )
+
+
+class Joiner:
+    """Pairs each prediction with its outcome once; a second copy of either is a duplicate.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from loanstream.contracts import Decision
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> p = Prediction(application_id="a1", event_time=t, probability=0.9,
+    ...     decision=Decision.APPROVE, model_name="m", model_version="1", features={},
+    ...     received_at=t, scored_at=t)
+    >>> o = Outcome(application_id="a1", label=1, outcome_time=t + timedelta(days=30))
+    >>> joiner = Joiner({}, {}, label_ttl=timedelta(days=400), orphan_ttl=timedelta(hours=1))
+    >>> joiner.on_outcome(o, now=t) is None  # the outcome came first: it waits
+    True
+    >>> joiner.on_prediction(p, now=t).label
+    1
+    """
+
+    def __init__(
+        self,
+        predictions: MutableMapping[str, bytes],
+        outcomes: MutableMapping[str, bytes],
+        label_ttl: timedelta,
+        orphan_ttl: timedelta,
+    ) -> None:
+        self.predictions = predictions
+        self.outcomes = outcomes
+        self.label_ttl = label_ttl
+        self.orphan_ttl = orphan_ttl
+        self.label_clock: datetime | None = None
+        # Expiry order: (event time, id) of predictions and (arrival, id) of orphans. Entries
+        # whose key has left its store since are skipped when they reach the front.
+        self._waiting: deque[tuple[datetime, str]] = deque()
+        self._orphans: deque[tuple[datetime, str]] = deque()
+        self._joined = RecentKeys(RECENT_JOINED)
+        self.joined = self.expired = self.orphans_dropped = self.duplicates = 0
+
+    def restore(self, now: datetime) -> None:
+        """Rebuild the expiry order from the stores (after a restart or a rebalance); orphans
+        get a full TTL again, as their arrival time is not kept."""
+        waiting = ((Prediction.from_json(v).event_time, k) for k, v in self.predictions.items())
+        self._waiting = deque(sorted(waiting))
+        self._orphans = deque((now, k) for k in self.outcomes)
+
+    def on_prediction(
+        self, prediction: Prediction, now: datetime, raw: bytes | None = None
+    ) -> LabelledExample | None:
+        key = prediction.application_id
+        waiting = self.outcomes.pop(key, None)
+        if waiting is not None:
+            return self._join(prediction, Outcome.from_json(waiting))
+        if key in self.predictions or key in self._joined:
+            self.duplicates += 1  # the scorer is at-least-once
+            return None
+        self.predictions[key] = raw if raw is not None else prediction.to_json()
+        self._waiting.append((prediction.event_time, key))
+        return None
+
+    def on_outcome(
+        self, outcome: Outcome, now: datetime, raw: bytes | None = None
+    ) -> LabelledExample | None:
+        key = outcome.application_id
+        if self.label_clock is None or outcome.outcome_time > self.label_clock:
+            self.label_clock = outcome.outcome_time
+        stored = self.predictions.pop(key, None)
+        if stored is not None:
+            return self._join(Prediction.from_json(stored), outcome)
+        if key in self.outcomes or key in self._joined:
+            self.duplicates += 1
+            return None
+        self.outcomes[key] = raw if raw is not None else outcome.to_json()
+        self._orphans.append((now, key))
+        return None
+
+    def _join(self, prediction: Prediction, outcome: Outcome) -> LabelledExample:
+        self.joined += 1
+        self._joined.add(prediction.application_id)
+        return labelled(prediction, outcome)
+
+    def expire(self, now: datetime) -> JoinCounts:
+        """Give up on predictions past the label TTL and on orphans past the orphan TTL."""
+        if self.label_clock is not None:
+            horizon = self.label_clock - self.label_ttl
+            while self._waiting and self._waiting[0][0] < horizon:
+                _, key = self._waiting.popleft()
+                if self.predictions.pop(key, None) is not None:
+                    self.expired += 1
+        while self._orphans and self._orphans[0][0] < now - self.orphan_ttl:
+            _, key = self._orphans.popleft()
+            if self.outcomes.pop(key, None) is not None:
+                self.orphans_dropped += 1
+        return self.counts()
+
+    def counts(self) -> JoinCounts:
+        return JoinCounts(
+            joined=self.joined,
+            pending=len(self.predictions),
+            orphans_waiting=len(self.outcomes),
+            expired=self.expired,
+            orphans_dropped=self.orphans_dropped,
+            duplicates=self.duplicates,
+        )
