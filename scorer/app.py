@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import ssl
-import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +20,7 @@ import faust
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, LoanApplication
 from loanstream.errors import InvalidRecord
+from loanstream.streams import Outgoing, faust_app, send_all
 from loanstream.topics import APPLICATIONS, DEAD_LETTER, PREDICTIONS
 from loanstream.validation import ApplicationValidator
 from scorer.core import score_batch
@@ -30,33 +29,6 @@ from scorer.metrics import ScorerMetrics
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
-
-Outgoing = tuple[str, bytes | None, bytes, float | None]  # topic, key, value, timestamp (s)
-
-
-def faust_credentials(kafka: KafkaSettings) -> Any:
-    """SASL/SSL settings of the project, in Faust's terms (None for PLAINTEXT)."""
-    if kafka.security_protocol == "PLAINTEXT":
-        return None
-    context = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
-        )
-        if kafka.ssl_certificate_location:
-            context.load_cert_chain(
-                str(kafka.ssl_certificate_location),
-                str(kafka.ssl_key_location) if kafka.ssl_key_location else None,
-                kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
-            )
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-            mechanism=kafka.sasl_mechanism or "PLAIN",
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)
 
 
 class BatchScorer:
@@ -152,52 +124,11 @@ class BatchScorer:
 
 
 def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScorer) -> faust.App:
-    app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
-        broker_credentials=faust_credentials(kafka),
-        store="memory://",
-        datadir=tempfile.mkdtemp(prefix="loanstream-faust-"),
-        value_serializer="raw",
-        key_serializer="raw",
-        topic_allow_declare=False,  # topics come from `loanstream topics create`
-        topic_disable_leader=True,
-        producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        # Faust's defaults (60 s, 1000 s) leave a SIGKILLed worker's partitions idle that long.
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        broker_max_poll_interval=settings.max_poll_interval_s,
+    app = faust_app(
+        kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
     )
     source = app.topic(kafka.topic(APPLICATIONS), value_serializer="raw", key_serializer="raw")
     holder = scorer.holder
-
-    async def send_all(outgoing: list[Outgoing]) -> None:
-        """Send and wait for every acknowledgement; retry until Kafka takes them all."""
-        pending = outgoing
-        delay = 0.1
-        while pending:
-            futures = [
-                await app.producer.send(topic, key, value, None, ts, None)
-                for topic, key, value, ts in pending
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [
-                o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)
-            ]
-            if failed:
-                first = next(r for r in results if isinstance(r, BaseException))
-                logger.error(
-                    "%d of %d sends failed (%r); retrying in %.1f s",
-                    len(failed),
-                    len(pending),
-                    first,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            pending = failed
 
     @app.agent(source, concurrency=1)  # >1 can commit past unprocessed records (faust #606)
     async def score(stream: Any) -> None:
@@ -206,7 +137,7 @@ def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScore
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             messages = [event.message for event in events]
             outgoing = scorer.process(messages)
-            await send_all(outgoing)
+            await send_all(app, outgoing)
             now = time.time()
             for message in messages:
                 if message.timestamp and 0 <= now - message.timestamp < 3600:
