@@ -35,6 +35,10 @@ _PRODUCER_DEFAULTS = {
     # Only failures call back into Python: a callback per acknowledged message costs more than
     # producing it. Successes are counted as produced minus failed once flush has drained.
     "delivery.report.only.error": True,
+    # The Java client's partitioner (murmur2), which Faust's producer (aiokafka) also uses: an
+    # application's outcome then lands in the same partition number as its prediction, as the
+    # monitor's join and its table changelogs need. librdkafka's default (CRC32) would not.
+    "partitioner": "murmur2_random",
 }
 
 

@@ -2,6 +2,10 @@ import random
 import time
 import uuid
 
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from loanstream.config import KafkaSettings
 from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
 from loanstream.spec import load_spec
@@ -68,3 +72,28 @@ def test_a_consumer_group_resumes_after_what_it_committed(kafka: KafkaSettings) 
     rest = drain(100 - len(first))
     assert len(first) >= 40
     assert sorted(first + rest, key=lambda v: int(v[1:])) == [f"v{i}" for i in range(100)]
+
+
+def test_our_producer_partitions_keys_as_faust_does(kafka: KafkaSettings) -> None:
+    """Outcomes (confluent-kafka) and predictions (Faust, aiokafka) keyed by one application id
+    must land in the same partition number, or the monitor's join misses them."""
+    topic = kafka.topic(f"partitions-{uuid.uuid4().hex[:6]}")
+    admin = AdminClient(kafka.confluent())
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    keys = [f"app-{i}".encode() for i in range(200)]
+    with IdempotentProducer(kafka) as producer:
+        for key in keys:
+            producer.produce(topic, key, b"{}")
+    consumer = Consumer(
+        {**kafka.confluent(), "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    seen: dict[bytes, int] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < len(keys) and time.monotonic() < deadline:
+        for message in consumer.consume(500, 1.0):
+            if message.error() is None:
+                seen[message.key()] = message.partition()
+    consumer.close()
+    partitioner = DefaultPartitioner()
+    assert seen == {k: partitioner(k, list(range(6)), list(range(6))) for k in keys}
