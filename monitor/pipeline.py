@@ -1,0 +1,283 @@
+"""The pure detection pipeline: predictions and labelled examples in, drift events out.
+
+It ties the monitor's parts together for one model version: data and prediction drift on every
+prediction (no label needed), concept drift and windowed performance on every labelled example,
+and the label-free estimate beside the realized figures. Each confirmed detection becomes one
+``DriftEvent`` with its evidence; a ``RetrainRequest`` follows unless one was asked for within the
+cooldown (event time, so a replay at any speed debounces alike). The Faust service, the report
+and the detection benchmark all run this same object; it never touches Kafka.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loanstream.contracts import (
+    Decision,
+    DriftEvent,
+    DriftSignal,
+    LabelledExample,
+    Prediction,
+    RetrainRequest,
+)
+from loanstream.spec import FeatureSpec
+from monitor.datadrift import DataDrift, DataDriftMonitor
+from monitor.detectors import ConceptDrift, ConceptDriftMonitor
+from monitor.performance import PerformanceTracker, WindowResult
+
+RING = 1 << 13  # event times remembered per stream, to date a detection's first position
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How sensitive the monitor is and how often it may ask for a new model."""
+
+    drift_window: int = 2000
+    drift_step: int = 500
+    target_run_length: int = 10_000_000
+    min_psi: float = 0.1
+    cooldown: timedelta = timedelta(days=14)
+    retrain_on: frozenset[DriftSignal] = frozenset(
+        {DriftSignal.CONCEPT, DriftSignal.DATA, DriftSignal.PREDICTION}
+    )
+    segment: str = "loan_purpose"
+
+
+@dataclass(frozen=True)
+class Detections:
+    """What one event caused: usually nothing."""
+
+    events: tuple[DriftEvent, ...] = ()
+    requests: tuple[RetrainRequest, ...] = ()
+    windows: tuple[WindowResult, ...] = ()
+
+
+NOTHING = Detections()
+
+
+class _Times:
+    """Event time (epoch seconds) by stream position, for the last ``RING`` positions."""
+
+    def __init__(self, seconds: list[float] | None = None) -> None:
+        self.seconds = seconds if seconds is not None else [0.0] * RING
+
+    def put(self, position: int, at: datetime) -> None:
+        self.seconds[position % RING] = at.timestamp()
+
+    def at(self, position: int, fallback: datetime) -> datetime:
+        known = self.seconds[position % RING]
+        return datetime.fromtimestamp(known, UTC) if known else fallback
+
+
+@dataclass
+class _Cooldown:
+    last_request: datetime | None = None
+    skipped: int = 0
+
+    def allows(self, at: datetime, cooldown: timedelta) -> bool:
+        if self.last_request is not None and at - self.last_request < cooldown:
+            self.skipped += 1
+            return False
+        self.last_request = at
+        return True
+
+
+@dataclass
+class _Positions:
+    predictions: int = -1
+    labelled: int = -1
+    times: dict[str, _Times] = field(
+        default_factory=lambda: {"predictions": _Times(), "labelled": _Times()}
+    )
+
+
+class DetectionPipeline:
+    """Everything the monitor watches for one model version."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        reference: Mapping[str, Any],
+        spec: FeatureSpec,
+        config: PipelineConfig | None = None,
+        concept: ConceptDriftMonitor | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.config = config or PipelineConfig()
+        self.spec = spec
+        self.data = DataDriftMonitor(
+            dict(reference),
+            spec,
+            size=self.config.drift_window,
+            step=self.config.drift_step,
+            target_run_length=self.config.target_run_length,
+            min_psi=self.config.min_psi,
+        )
+        self.concept = concept or ConceptDriftMonitor()
+        self.performance = PerformanceTracker(segment=self.config.segment)
+        self.cooldown = _Cooldown()
+        self.positions = _Positions()
+        self.events: list[DriftEvent] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state: a restored pipeline carries on exactly where this one stands."""
+        return {
+            "format": STATE_FORMAT,
+            "model": [self.model_name, self.model_version],
+            "data": self.data.to_dict(),
+            "concept": self.concept.to_dict(),
+            "performance": self.performance.to_dict(),
+            "cooldown": {
+                "last_request": self.cooldown.last_request.isoformat()
+                if self.cooldown.last_request
+                else None,
+                "skipped": self.cooldown.skipped,
+            },
+            "positions": {
+                "predictions": self.positions.predictions,
+                "labelled": self.positions.labelled,
+                "times": {k: v.seconds for k, v in self.positions.times.items()},
+            },
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        state: Mapping[str, Any],
+        reference: Mapping[str, Any],
+        spec: FeatureSpec,
+        config: PipelineConfig | None = None,
+    ) -> DetectionPipeline:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"pipeline state format must be {STATE_FORMAT}, got {state.get('format')!r}"
+            )
+        name, version = state["model"]
+        pipeline = cls(name, version, reference, spec, config)
+        pipeline.data = DataDriftMonitor.from_dict(state["data"], dict(reference), spec)
+        pipeline.concept = ConceptDriftMonitor.from_dict(state["concept"])
+        pipeline.performance = PerformanceTracker.from_dict(state["performance"])
+        last = state["cooldown"]["last_request"]
+        pipeline.cooldown = _Cooldown(
+            datetime.fromisoformat(last) if last else None, int(state["cooldown"]["skipped"])
+        )
+        positions = state["positions"]
+        pipeline.positions = _Positions(
+            int(positions["predictions"]),
+            int(positions["labelled"]),
+            {k: _Times([float(x) for x in v]) for k, v in positions["times"].items()},
+        )
+        return pipeline
+
+    def on_prediction(self, prediction: Prediction) -> Detections:
+        """Data and prediction drift, and the label-free estimate, from one scored application."""
+        position = self.positions.predictions = self.positions.predictions + 1
+        self.positions.times["predictions"].put(position, prediction.event_time)
+        features = prediction.features
+        self.performance.update_estimate(
+            prediction.probability,
+            prediction.decision == Decision.APPROVE,
+            prediction.event_time,
+            prediction.model_version,
+            _segment(features.get(self.config.segment)),
+        )
+        drifts = self.data.update(features, prediction.probability)
+        if not drifts:
+            return NOTHING
+        return self._publish([self._data_event(d, prediction.event_time) for d in drifts])
+
+    def on_labelled(self, example: LabelledExample) -> Detections:
+        """Windowed performance and concept drift from one prediction joined with its label."""
+        position = self.positions.labelled = self.positions.labelled + 1
+        self.positions.times["labelled"].put(position, example.event_time)
+        windows = self.performance.update(
+            example.probability,
+            example.label,
+            example.decision == Decision.APPROVE,
+            example.event_time,
+            example.model_version,
+            _segment(example.features.get(self.config.segment)),
+        )
+        drift = self.concept.update(example.probability, example.label)
+        if drift is None:
+            return Detections(windows=tuple(windows)) if windows else NOTHING
+        published = self._publish([self._concept_event(drift, example.event_time)])
+        return Detections(published.events, published.requests, tuple(windows))
+
+    def _publish(self, events: list[DriftEvent]) -> Detections:
+        self.events.extend(events)
+        requests = []
+        for event in events:
+            if event.signal in self.config.retrain_on and self.cooldown.allows(
+                event.confirmed_event_time, self.config.cooldown
+            ):
+                requests.append(self._request(event))
+        return Detections(tuple(events), tuple(requests))
+
+    def _request(self, event: DriftEvent) -> RetrainRequest:
+        subject = f" of {event.feature}" if event.feature else ""
+        return RetrainRequest(
+            request_id=f"retrain-{event.event_id}",
+            model_name=self.model_name,
+            reason=f"{event.signal.value} drift{subject} confirmed by {event.detector}",
+            requested_by="monitor",
+            window_start=event.first_event_time,
+            drift_event_id=event.event_id,
+        )
+
+    def _event_id(self, signal: DriftSignal, subject: str, position: int) -> str:
+        """The same detection gets the same id, so a replayed one is recognised downstream."""
+        key = f"{self.model_name}:{self.model_version}:{signal.value}:{subject}:{position}"
+        return f"drift-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+    def _data_event(self, drift: DataDrift, now: datetime) -> DriftEvent:
+        signal = DriftSignal.PREDICTION if drift.signal == "prediction" else DriftSignal.DATA
+        times = self.positions.times["predictions"]
+        return DriftEvent(
+            event_id=self._event_id(signal, drift.feature, drift.confirmed_position),
+            signal=signal,
+            detector=f"psi[{drift.band}]",
+            feature=None if signal == DriftSignal.PREDICTION else drift.feature,
+            statistic=drift.statistic,
+            threshold=drift.threshold,
+            p_value=min(1.0, drift.p_value),
+            window_size=drift.window_size,
+            first_position=drift.first_position,
+            confirmed_position=drift.confirmed_position,
+            first_event_time=times.at(drift.first_position, now),
+            confirmed_event_time=times.at(drift.confirmed_position, now),
+            model_name=self.model_name,
+            model_version=self.model_version,
+        )
+
+    def _concept_event(self, drift: ConceptDrift, now: datetime) -> DriftEvent:
+        times = self.positions.times["labelled"]
+        return DriftEvent(
+            event_id=self._event_id(DriftSignal.CONCEPT, drift.detector, drift.confirmed_position),
+            signal=DriftSignal.CONCEPT,
+            detector=drift.detector,
+            statistic=drift.statistic,
+            threshold=drift.threshold,
+            p_value=min(1.0, drift.p_value),
+            window_size=drift.window_size,
+            first_position=drift.first_position,
+            confirmed_position=drift.confirmed_position,
+            first_event_time=times.at(drift.first_position, now),
+            confirmed_event_time=times.at(drift.confirmed_position, now),
+            model_name=self.model_name,
+            model_version=self.model_version,
+        )
+
+
+def _segment(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+__all__ = ["DetectionPipeline", "Detections", "PipelineConfig"]

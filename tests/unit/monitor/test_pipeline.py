@@ -1,0 +1,106 @@
+"""The whole pure detection pipeline on seeded streams from the producer's world.
+
+The model is trained on stable data; the streams then drift as the producer's scenarios say,
+from application 20,000 on. Positions are exact for these seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from loanstream.contracts import DriftEvent, DriftSignal, RetrainRequest
+from loanstream.models import LoadedModel
+from monitor.pipeline import DetectionPipeline
+from monitor.simulate import Scored, scored_stream
+from tests.scorer_model import small_model
+from tests.trainer_data import history
+
+ONSET = 20_000
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return small_model(seed=3)
+
+
+def stream(model: LoadedModel, scenario: str, rows: int, seed: int = 21) -> Iterator[Scored]:
+    frame, spec = history(rows, seed=seed, scenario=scenario)
+    return scored_stream(model, frame, spec)
+
+
+def run(
+    pipeline: DetectionPipeline, scored: Iterator[Scored]
+) -> tuple[list[DriftEvent], list[RetrainRequest]]:
+    events: list[DriftEvent] = []
+    requests: list[RetrainRequest] = []
+    for s in scored:
+        for detections in (
+            pipeline.on_prediction(s.prediction),
+            pipeline.on_labelled(s.labelled) if s.labelled else None,
+        ):
+            if detections is not None:
+                events.extend(detections.events)
+                requests.extend(detections.requests)
+    return events, requests
+
+
+def fresh(model: LoadedModel) -> DetectionPipeline:
+    _, spec = history(1)
+    return DetectionPipeline(model.name, model.version, model.reference, spec)
+
+
+def test_a_million_stable_applications_raise_no_drift(model: LoadedModel) -> None:
+    pipeline = fresh(model)
+    events, requests = run(pipeline, stream(model, "stable", 1_000_000, seed=5))
+    assert events == [] and requests == []
+    assert pipeline.positions.labelled == 999_999
+
+
+def test_an_abrupt_concept_drift_is_confirmed_within_500_labelled_events(
+    model: LoadedModel,
+) -> None:
+    events, requests = run(fresh(model), stream(model, "concept-drift", 30_000))
+    assert [(e.signal, e.detector, e.first_position, e.confirmed_position) for e in events] == [
+        (DriftSignal.CONCEPT, "adwin", 20_125, 20_145)
+    ]
+    assert events[0].confirmed_position - ONSET <= 500
+    (request,) = requests
+    assert request.drift_event_id == events[0].event_id
+    assert request.window_start == events[0].first_event_time
+
+
+def test_an_income_shift_raises_data_drift_for_income_and_no_other_feature(
+    model: LoadedModel,
+) -> None:
+    events, requests = run(fresh(model), stream(model, "income-shift", 30_000))
+    data = [(e.feature, e.first_position, e.confirmed_position) for e in events]
+    assert data == [("income", 21_999, 22_499)]
+    assert events[0].confirmed_position - ONSET <= 5_000
+    assert events[0].p_value is not None and events[0].statistic >= events[0].threshold
+    assert len(requests) == 1
+
+
+def test_retrain_requests_are_debounced_by_the_cooldown(model: LoadedModel) -> None:
+    events, requests = run(fresh(model), stream(model, "covariate-shift+concept-drift", 30_000))
+    assert {e.signal for e in events} >= {DriftSignal.CONCEPT, DriftSignal.DATA}
+    assert len(requests) == 1  # all within 14 days of event time of the first
+    assert len(events) > len(requests)
+
+
+def test_a_restart_in_the_middle_of_a_drift_neither_misses_it_nor_fires_twice(
+    model: LoadedModel,
+) -> None:
+    scored = list(stream(model, "concept-drift", 30_000))
+    straight, _ = run(fresh(model), iter(scored))
+    first = fresh(model)
+    before, _ = run(first, iter(scored[: ONSET + 60]))  # the raw alarm is open at this point
+    state = json.loads(json.dumps(first.to_dict()))  # as it goes through the changelog
+    _, spec = history(1)
+    restored = DetectionPipeline.from_dict(state, model.reference, spec)
+    after, _ = run(restored, iter(scored[ONSET + 60 :]))
+    assert before == []
+    assert [e.event_id for e in after] == [e.event_id for e in straight]
+    assert [e.confirmed_position for e in after] == [20_145]
