@@ -4,21 +4,18 @@ against the spec, and split by time (train on older, validate and test on newer)
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
 
 from loanstream.config import KafkaSettings
 from loanstream.errors import LoanStreamError
 from loanstream.files import read_chunks
 from loanstream.frames import check_frame, require_columns
+from loanstream.reading import read_topic
 from loanstream.spec import FeatureSpec
 from loanstream.topics import LABELLED
 
@@ -94,43 +91,8 @@ def read_labelled(
     belong to the window. Reading stops at the end offsets seen when the read began.
     """
     topic = kafka.topic(LABELLED)
-    consumer = Consumer(
-        {
-            **kafka.confluent(),
-            "group.id": f"trainer-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        if metadata.error:
-            raise LoanStreamError(f"cannot read {topic}: {metadata.error.str()}")
-        partitions = sorted(metadata.partitions)
-        begin_ms = int(start.timestamp() * 1000) if start else 0
-        starts = consumer.offsets_for_times(
-            [TopicPartition(topic, p, begin_ms) for p in partitions], timeout=10
-        )
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        assignment = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
-        consumer.assign(assignment)
-        pending = {tp.partition for tp in assignment}
-        rows: list[dict[str, object]] = []
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                if msg.error() or msg.value() is None:
-                    continue
-                rows.append(_row(orjson.loads(msg.value() or b"{}"), spec))
-                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                    pending.discard(msg.partition() or 0)
-        if pending:
-            raise LoanStreamError(f"reading {topic} did not finish within {timeout_s:.0f} s")
-    finally:
-        consumer.close()
+    begin_ms = int(start.timestamp() * 1000) if start else 0
+    rows = [_row(r, spec) for r in read_topic(kafka, topic, begin_ms, timeout_s=timeout_s)]
     frame = pd.DataFrame(
         rows,
         columns=[spec.id_column, spec.event_time_column, *spec.feature_names, spec.target_column],
