@@ -6,7 +6,7 @@ another partition count (Faust tables need changelogs shaped like their source t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -26,6 +26,7 @@ DRIFT_EVENTS = "loan.drift-events"
 RETRAIN_REQUESTS = "loan.retrain-requests"
 MODEL_UPDATES = "loan.model-updates"
 DEAD_LETTER = "loan.dead-letter"
+MONITOR_STATE = "loan.monitor-state"
 
 # Applications, predictions, outcomes and labelled examples are all keyed by application_id and
 # share one partition count, so the monitor's join sees an id's prediction and outcome together.
@@ -90,6 +91,12 @@ TOPICS: tuple[TopicSpec, ...] = (
             "min.cleanable.dirty.ratio": "0.1",
             "segment.ms": str(3600 * 1000),
         },
+    ),
+    TopicSpec(
+        MONITOR_STATE,
+        1,
+        "the monitor's detector and window state, last snapshot per monitor app",
+        {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
     ),
     TopicSpec(
         DEAD_LETTER,
@@ -166,13 +173,26 @@ def describe_topics(settings: KafkaSettings, timeout: float = 10.0) -> list[Topi
     return states
 
 
-def create_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
-    """Create every declared topic that is missing; return the names created.
+def changelog(name: str, settings: KafkaSettings) -> TopicSpec:
+    """A Faust table's changelog, shaped like the keyed topics its table is partitioned by."""
+    return TopicSpec(
+        name,
+        settings.partitions or KEYED_PARTITIONS,
+        "a Faust table's changelog",
+        {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
+    )
+
+
+def create_topics(
+    settings: KafkaSettings, timeout: float = 30.0, extra: Sequence[TopicSpec] = ()
+) -> list[str]:
+    """Create every declared topic (and ``extra``, named as given) that is missing; return the
+    names created.
 
     Idempotent. Raises :class:`TopicError` if a topic exists with another partition count.
     """
     admin = _admin(settings)
-    topics = declared(settings)
+    topics = [*declared(settings), *extra]
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t.name not in existing]
     created: list[str] = []

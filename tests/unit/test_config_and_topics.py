@@ -51,6 +51,7 @@ def test_every_topic_of_the_design_is_declared_once() -> None:
         "loan.drift-events",
         "loan.retrain-requests",
         "loan.model-updates",
+        "loan.monitor-state",
         "loan.dead-letter",
     ]
     by_name = {t.name: t for t in TOPICS}

@@ -1,0 +1,150 @@
+"""The Faust monitor: loan.predictions + loan.outcomes -> loan.labelled, drift events, requests.
+
+A thin shell around :class:`monitor.service.MonitorCore`. The join's two stores are Faust tables
+(changelogged, so pending predictions survive a restart or move with their partition), whose
+changelog partition is the key's own, as the producers partition the source topics, for any
+batch. Detector state is snapshotted to the compacted loan.monitor-state topic
+every few seconds and read back on start, so a restart does not reset a drift in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import DefaultPartitioner
+
+from loanstream.config import KafkaSettings
+from loanstream.streams import faust_app, send_all
+from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
+from monitor.service import MonitorCore
+from monitor.settings import MonitorSettings
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("pending-predictions", "orphan-outcomes")
+BATCH = 1000
+WITHIN_S = 0.05
+MAX_STATE_BYTES = 900 * 1024  # under the broker's default message size limit
+
+
+def changelog_topics(settings: MonitorSettings) -> list[str]:
+    """Names of the tables' changelog topics (created with the other topics, never by Faust)."""
+    return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+
+
+class KeyPartitionedTable(faust.Table):
+    """A table whose changelog partition is its key's, as the producers partition the source
+    topics (murmur2), not the partition of the event being processed: a batch mixes partitions.
+    """
+
+    _partitioner = DefaultPartitioner()
+
+    def partition_for_key(self, key: Any) -> int:
+        partitions = list(range(self.partitions or 1))
+        partition: int = self._partitioner(key, partitions, partitions)
+        return partition
+
+
+class ByteKeys(MutableMapping[str, bytes]):
+    """A Faust table with raw byte keys, seen as a mapping from application id to bytes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        value: bytes = self.table[key.encode()]
+        return value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.encode() in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in list(self.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def build_app(
+    kafka: KafkaSettings, settings: MonitorSettings, make_core: Any, partitions: int
+) -> tuple[faust.App, list[MonitorCore]]:
+    """The app, and (once built inside) the core that ``make_core(predictions, outcomes)`` makes."""
+    app = faust_app(
+        kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
+    )
+    tables = [
+        app.tables.add(
+            KeyPartitionedTable(
+                app,
+                name=name,
+                partitions=partitions,
+                key_type=bytes,  # raw bytes in and out
+                value_type=bytes,
+                changelog_topic=app.topic(
+                    changelog, partitions=partitions, key_serializer="raw", value_serializer="raw"
+                ),
+            )
+        )
+        for name, changelog in zip(TABLES, changelog_topics(settings), strict=True)
+    ]
+    core: MonitorCore = make_core(ByteKeys(tables[0]), ByteKeys(tables[1]))
+    state_topic = kafka.topic(MONITOR_STATE)
+
+    def source(name: str) -> tuple[str, Any]:
+        return name, app.topic(kafka.topic(name), key_serializer="raw", value_serializer="raw")
+
+    rebalanced = [True]
+
+    async def consume(stream: Any, handle: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            if rebalanced[0]:  # agents resume only once the tables are recovered
+                rebalanced[0] = False
+                core.joiner.restore(datetime.now(UTC))
+            outgoing = []
+            for event in events:
+                m = event.message
+                try:
+                    outgoing += handle(m.value, (m.topic, m.partition, m.offset))
+                except Exception:  # a bug must not stop the join: log it with its position
+                    logger.exception(
+                        "monitor failed on topic=%s partition=%s offset=%s",
+                        m.topic,
+                        m.partition,
+                        m.offset,
+                    )
+            await send_all(app, outgoing)
+
+    @app.agent(source(PREDICTIONS)[1], concurrency=1)
+    async def predictions(stream: Any) -> None:
+        await consume(stream, core.on_prediction)
+
+    @app.agent(source(OUTCOMES)[1], concurrency=1)
+    async def outcomes(stream: Any) -> None:
+        await consume(stream, core.on_outcome)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        rebalanced[0] = True
+
+    @app.timer(interval=settings.state_every_s)
+    async def housekeeping() -> None:
+        try:
+            core.tick(datetime.now(UTC))
+            snapshot = core.snapshot()
+            if len(snapshot) > MAX_STATE_BYTES:
+                raise ValueError(f"state snapshot of {len(snapshot)} bytes is too large to send")
+            await send_all(app, [(state_topic, settings.app_id.encode(), snapshot, None)])
+        except Exception:  # never let housekeeping stop the join; the next round tries again
+            logger.exception("monitor housekeeping failed")
+
+    return app, [core]

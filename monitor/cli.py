@@ -1,0 +1,159 @@
+"""`loanstream monitor` (the Faust worker) and `loanstream report` (the HTML report)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from loanstream.config import kafka_settings
+from loanstream.errors import LoanStreamError
+
+console = Console(soft_wrap=True)
+logger = logging.getLogger(__name__)
+
+
+def monitor(
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="feature spec (default: loan)")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Prometheus /metrics (default 8002)")
+    ] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+) -> None:
+    """Join predictions with outcomes into loan.labelled and watch for drift."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from loanstream.spec import load_spec
+    from loanstream.topics import changelog, create_topics
+    from monitor.app import build_app, changelog_topics
+    from monitor.metrics import MonitorMetrics
+    from monitor.reading import read_state
+    from monitor.references import ReferenceWatcher
+    from monitor.service import MonitorCore
+    from monitor.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": metrics_port})
+    kafka = kafka_settings(bootstrap_servers)
+    feature_spec = load_spec(spec)
+    create_topics(kafka, extra=[changelog(n, kafka) for n in changelog_topics(settings)])
+    metrics = MonitorMetrics(CollectorRegistry())
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+        console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+    watcher = ReferenceWatcher(kafka, settings.model_name, settings.resolved_tracking_uri())
+    watcher.start()
+    if watcher.ready.wait(settings.model_wait_s):
+        console.print(f"monitoring {settings.model_name} v{watcher.current}")
+    else:
+        console.print(
+            f"[yellow]no model after {settings.model_wait_s:.0f} s: joining without drift "
+            "monitoring until a champion is published on loan.model-updates[/]"
+        )
+    saved = read_state(kafka, settings.app_id)
+
+    def make_core(predictions: Any, outcomes: Any) -> MonitorCore:
+        core = MonitorCore(
+            kafka, settings, feature_spec, metrics, watcher.references, predictions, outcomes
+        )
+        if saved is not None:
+            console.print(f"detector state restored for versions {core.restore(saved)}")
+        return core
+
+    partitions = kafka.partitions or 6
+    app, _ = build_app(kafka, settings, make_core, partitions)
+    gc.collect()
+    gc.freeze()
+    sys.argv = ["loanstream monitor", "worker", "--loglevel", "warn", "--without-web"]
+    app.main()
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="directory for report.html and PNGs")] = Path(
+        "out/report"
+    ),
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="labelled rows (Parquet or CSV) instead of Kafka"),
+    ] = None,
+    window: Annotated[int, typer.Option("--window", min=100, help="rows per window")] = 5000,
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", min=1, help="read at most this many rows")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store for the reference")
+    ] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+) -> None:
+    """An HTML report of performance and drift, from loan.labelled (or a file)."""
+    from monitor.reading import labelled_frame_from_file, read_drift_events, read_labelled
+    from monitor.report import build_report
+    from monitor.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    events = []
+    if from_file is not None:
+        frame = labelled_frame_from_file(from_file)
+    else:
+        kafka = kafka_settings(bootstrap_servers)
+        frame = read_labelled(kafka, max_rows)
+        events = read_drift_events(kafka)
+    if frame.empty:
+        raise LoanStreamError("no labelled rows to report on")
+    reference = _reference(frame, tracking_uri or settings.resolved_tracking_uri(), settings)
+    from loanstream.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task("report", total=7)
+
+        def step(name: str) -> None:
+            bar.update(task, advance=1, description=name)
+
+        result = build_report(
+            frame, out, reference=reference, drift_events=events, window=window, on_step=step
+        )
+    console.print(
+        f"{len(frame):,} labelled rows, {len(events)} drift events -> {result.html} "
+        f"({result.seconds:.2f} s)"
+    )
+
+
+def _reference(frame: Any, tracking_uri: str, settings: Any) -> dict[str, Any] | None:
+    """The training reference of the newest model version in the data, if MLflow has it."""
+    from loanstream.models import download_and_load
+
+    versions = sorted({str(v) for v in frame["model_version"]}, key=_order)
+    try:
+        model = download_and_load(
+            f"models:/{settings.model_name}/{versions[-1]}",
+            tracking_uri,
+            None,
+            settings.model_name,
+            versions[-1],
+        )
+    except Exception as err:  # MLflow raises its own types
+        console.print(
+            f"[yellow]no reference for {settings.model_name} v{versions[-1]} "
+            f"({type(err).__name__}): the first window stands in for it[/]"
+        )
+        return None
+    reference: dict[str, Any] = model.reference
+    return reference
+
+
+def _order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the monitor's commands to the ``loanstream`` CLI (an entry point)."""
+    app.command("monitor")(monitor)
+    app.command("report")(report)

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the monitor, built against an injected registry. Labels stay
+low-cardinality: join outcome, signal, feature (from the spec), scope (capped), metric name."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.join = Gauge(
+            "loanstream_monitor_join",
+            "Join state: pending predictions, waiting orphan outcomes; and totals joined, "
+            "expired (no label within the TTL), orphans dropped, duplicates",
+            ["state"],
+            registry=registry,
+        )
+        self.messages = Counter(
+            "loanstream_monitor_messages_total",
+            "Messages read, by topic kind and result",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.window = Gauge(
+            "loanstream_monitor_window_metric",
+            "Latest closed count window: realized or estimated metric, per scope",
+            ["scope", "metric", "source"],
+            registry=registry,
+        )
+        self.psi = Gauge(
+            "loanstream_monitor_feature_psi",
+            "PSI of the latest drift window against the model's training reference",
+            ["feature"],
+            registry=registry,
+        )
+        self.drift_events = Counter(
+            "loanstream_monitor_drift_events_total",
+            "Confirmed drifts published",
+            ["signal"],
+            registry=registry,
+        )
+        self.retrain_requests = Counter(
+            "loanstream_monitor_retrain_requests_total",
+            "Retrain requests published (after the cooldown)",
+            registry=registry,
+        )
+        self.unmonitored = Counter(
+            "loanstream_monitor_unmonitored_total",
+            "Events of a model version whose reference is not loaded (joined, not monitored)",
+            ["kind"],
+            registry=registry,
+        )

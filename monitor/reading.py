@@ -1,0 +1,82 @@
+"""What the report reads: labelled examples (from Kafka or a file) and drift events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import DriftEvent
+from loanstream.errors import LoanStreamError
+from loanstream.progress import progress_bar
+from loanstream.reading import read_topic
+from loanstream.topics import DRIFT_EVENTS, LABELLED, MONITOR_STATE
+
+COLUMNS = ("application_id", "event_time", "outcome_time", "probability", "decision")
+MORE = ("model_name", "model_version", "label")
+
+
+def labelled_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per LabelledExample record, its features flattened into columns."""
+    keep = [r for r in records if isinstance(r.get("features"), dict) and "label" in r]
+    base = pd.DataFrame([{k: r.get(k) for k in (*COLUMNS, *MORE)} for r in keep])
+    features = pd.DataFrame([r["features"] for r in keep])
+    frame = pd.concat([base, features], axis=1) if len(keep) else base
+    if len(frame):
+        for column in ("event_time", "outcome_time"):
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        frame["model_version"] = frame["model_version"].astype(str)
+    return frame
+
+
+def read_labelled(kafka: KafkaSettings, max_rows: int | None = None) -> pd.DataFrame:
+    with progress_bar() as bar:
+        task = bar.add_task("reading loan.labelled", total=None)
+
+        def progress(read: int, total: int) -> None:
+            bar.update(task, completed=read, total=min(total, max_rows or total))
+
+        records = read_topic(
+            kafka, kafka.topic(LABELLED), max_rows=max_rows, timeout_s=600, on_progress=progress
+        )
+    return labelled_frame(records)
+
+
+def labelled_frame_from_file(path: Path) -> pd.DataFrame:
+    """Labelled rows saved as Parquet or CSV (columns as in ``labelled_frame``)."""
+    if not path.exists():
+        raise LoanStreamError(f"no such file: {path}")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        frame = pd.read_csv(path)
+    else:
+        raise LoanStreamError(f"expected a .parquet or .csv file, got {path.name}")
+    for column in ("event_time", "outcome_time"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    return frame
+
+
+def read_drift_events(kafka: KafkaSettings) -> list[DriftEvent]:
+    events = []
+    for record in read_topic(kafka, kafka.topic(DRIFT_EVENTS), timeout_s=60):
+        try:
+            events.append(DriftEvent.model_validate(record))
+        except ValidationError:
+            continue
+    return events
+
+
+def read_state(kafka: KafkaSettings, app_id: str) -> bytes | None:
+    """The newest snapshot this monitor app wrote to loan.monitor-state, if any."""
+    mine = read_topic(
+        kafka,
+        kafka.topic(MONITOR_STATE),
+        timeout_s=60,
+        parse=lambda key, value: value if key == app_id.encode() else None,
+    )
+    return mine[-1] if mine else None

@@ -1,0 +1,208 @@
+"""The monitor's work per message, without Faust: parse, join, detect, and say what to send.
+
+``MonitorCore`` is what the Faust agents call for each prediction and each outcome. It never
+raises on a bad record: it dead-letters it. The join's stores are passed in (Faust tables in the
+service, dicts in tests), and so are the references of the models, keyed by version, which a
+watcher thread fills from loan.model-updates. A prediction scored by a version whose reference
+is not known yet is still joined (its labelled example is not lost) but not monitored.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import DeadLetter, LabelledExample, Outcome, Prediction
+from loanstream.spec import FeatureSpec
+from loanstream.streams import Outgoing
+from loanstream.topics import DEAD_LETTER, DRIFT_EVENTS, LABELLED, RETRAIN_REQUESTS
+from monitor.join import Joiner
+from monitor.metrics import MonitorMetrics
+from monitor.pipeline import DetectionPipeline, Detections
+from monitor.settings import MonitorSettings
+
+logger = logging.getLogger(__name__)
+
+KEEP_VERSIONS = 3  # pipelines kept for the newest model versions seen
+STATE_FORMAT = 1
+
+
+class MonitorCore:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: MonitorSettings,
+        spec: FeatureSpec,
+        metrics: MonitorMetrics,
+        references: Mapping[str, Mapping[str, Any]],
+        predictions: MutableMapping[str, bytes],
+        outcomes: MutableMapping[str, bytes],
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.metrics = metrics
+        self.references = references
+        self.joiner = Joiner(
+            predictions,
+            outcomes,
+            label_ttl=timedelta(days=settings.label_ttl_days),
+            orphan_ttl=timedelta(seconds=settings.orphan_ttl_s),
+        )
+        self.pipelines: dict[str, DetectionPipeline] = {}
+        self.topics = {
+            name: kafka.topic(name) for name in (LABELLED, DRIFT_EVENTS, RETRAIN_REQUESTS)
+        }
+        self.dead_letter = kafka.topic(DEAD_LETTER)
+
+    def on_prediction(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
+        try:
+            prediction = Prediction.from_json(value or b"")
+        except (ValidationError, ValueError) as err:
+            return [self._dead(value, source, "invalid_prediction", err)]
+        self.metrics.messages.labels("prediction", "ok").inc()
+        out: list[Outgoing] = []
+        pipeline = self._pipeline(prediction.model_version, "prediction")
+        if pipeline is not None:
+            out += self._detections(pipeline.on_prediction(prediction))
+        joined = self.joiner.on_prediction(prediction, datetime.now(UTC), value)
+        return out + (self._labelled(joined) if joined else [])
+
+    def on_outcome(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
+        try:
+            outcome = Outcome.from_json(value or b"")
+        except (ValidationError, ValueError) as err:
+            return [self._dead(value, source, "invalid_outcome", err)]
+        self.metrics.messages.labels("outcome", "ok").inc()
+        joined = self.joiner.on_outcome(outcome, datetime.now(UTC), value)
+        return self._labelled(joined) if joined else []
+
+    def _labelled(self, example: LabelledExample) -> list[Outgoing]:
+        out: list[Outgoing] = [
+            (
+                self.topics[LABELLED],
+                example.application_id.encode(),
+                example.to_json(),
+                example.outcome_time.timestamp(),
+            )
+        ]
+        pipeline = self._pipeline(example.model_version, "labelled")
+        if pipeline is not None:
+            out += self._detections(pipeline.on_labelled(example))
+        return out
+
+    def _pipeline(self, version: str, kind: str) -> DetectionPipeline | None:
+        pipeline = self.pipelines.get(version)
+        if pipeline is None:
+            reference = self.references.get(version)
+            if reference is None:
+                self.metrics.unmonitored.labels(kind).inc()
+                return None
+            pipeline = DetectionPipeline(
+                self.settings.model_name, version, reference, self.spec, self.settings.pipeline()
+            )
+            self.pipelines[version] = pipeline
+            for old in sorted(self.pipelines, key=_version_order)[:-KEEP_VERSIONS]:
+                del self.pipelines[old]
+        return pipeline
+
+    def _detections(self, detections: Detections) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for window in detections.windows:
+            for source, metrics in (("realized", window.metrics), ("estimate", window.estimate)):
+                if metrics is None:
+                    continue
+                for name in ("accuracy", "auc", "brier", "ece"):
+                    value = getattr(metrics, name)
+                    if value is not None:
+                        self.metrics.window.labels(window.scope, name, source).set(value)
+        for event in detections.events:
+            self.metrics.drift_events.labels(event.signal.value).inc()
+            logger.warning(
+                "drift confirmed: %s %s %s statistic=%.4g threshold=%.4g at %d",
+                event.signal.value,
+                event.detector,
+                event.feature or "",
+                event.statistic,
+                event.threshold,
+                event.confirmed_position,
+            )
+            out.append((self.topics[DRIFT_EVENTS], event.event_id.encode(), event.to_json(), None))
+        for request in detections.requests:
+            self.metrics.retrain_requests.inc()
+            key = request.model_name.encode()
+            out.append((self.topics[RETRAIN_REQUESTS], key, request.to_json(), None))
+        return out
+
+    def _dead(
+        self, value: bytes | None, source: tuple[str, int, int], reason: str, err: Exception
+    ) -> Outgoing:
+        kind = "prediction" if reason == "invalid_prediction" else "outcome"
+        self.metrics.messages.labels(kind, "dead_letter").inc()
+        topic, partition, offset = source
+        letter = DeadLetter.of(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None,
+            value=(value or b"")[: 64 * 1024],
+            reason=reason,
+            error=str(err)[:4000],
+            service="monitor",
+        )
+        return (self.dead_letter, None, letter.to_json(), None)
+
+    def tick(self, now: datetime) -> None:
+        """Expire what waited too long and refresh the gauges; called every few seconds."""
+        counts = self.joiner.expire(now)
+        for state, value in (
+            ("pending", counts.pending),
+            ("orphans_waiting", counts.orphans_waiting),
+            ("joined", counts.joined),
+            ("expired", counts.expired),
+            ("orphans_dropped", counts.orphans_dropped),
+            ("duplicates", counts.duplicates),
+        ):
+            self.metrics.join.labels(state).set(value)
+        for pipeline in self.pipelines.values():
+            check = pipeline.data.last_check
+            if check is not None:
+                for feature in check.features:
+                    self.metrics.psi.labels(feature.feature).set(feature.psi)
+
+    def snapshot(self) -> bytes:
+        """Detector and window state of every pipeline, for loan.monitor-state (compressed:
+        the windows' histograms are mostly zeros; ~200 KB after 60,000 events over 42 days)."""
+        return zlib.compress(
+            orjson.dumps(
+                {
+                    "format": STATE_FORMAT,
+                    "app_id": self.settings.app_id,
+                    "pipelines": {v: p.to_dict() for v, p in self.pipelines.items()},
+                }
+            ),
+            6,
+        )
+
+    def restore(self, raw: bytes) -> list[str]:
+        """Pipelines from a snapshot, for the versions whose reference is known; their names."""
+        state = orjson.loads(zlib.decompress(raw))
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"monitor state format must be {STATE_FORMAT}")
+        for version, pipeline in state["pipelines"].items():
+            reference = self.references.get(version)
+            if reference is not None:
+                self.pipelines[version] = DetectionPipeline.from_dict(
+                    pipeline, reference, self.spec, self.settings.pipeline()
+                )
+        return sorted(self.pipelines)
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)

@@ -1,0 +1,53 @@
+"""Monitor settings (env prefix ``LOANSTREAM_MONITOR_``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loanstream.config import default_data_dir
+from monitor.pipeline import PipelineConfig
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_MONITOR_", extra="ignore")
+
+    app_id: str = Field(default="loanstream-monitor", description="Faust app id = consumer group")
+    model_name: str = "loan-repayment"
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    label_ttl_days: float = Field(
+        default=400.0, gt=0, description="a prediction waits this long (event time) for a label"
+    )
+    orphan_ttl_s: float = Field(
+        default=600.0, gt=0, description="an outcome waits this long for its prediction"
+    )
+    drift_window: int = Field(default=2000, ge=100)
+    drift_step: int = Field(default=500, ge=10)
+    target_run_length: int = Field(default=10_000_000, ge=1000)
+    min_psi: float = Field(default=0.1, ge=0)
+    cooldown_days: float = Field(
+        default=14.0, ge=0, description="at most one retrain request per cooldown (event time)"
+    )
+    state_every_s: float = Field(default=10.0, gt=0, description="snapshot detector state")
+    metrics_port: int | None = Field(default=8002, description="Prometheus /metrics; none: off")
+    session_timeout_s: float = Field(default=10.0, gt=1)
+    max_poll_interval_s: float = Field(default=120.0, gt=1)
+    model_wait_s: float = Field(default=120.0, gt=0)
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    def pipeline(self) -> PipelineConfig:
+        return PipelineConfig(
+            drift_window=self.drift_window,
+            drift_step=self.drift_step,
+            target_run_length=self.target_run_length,
+            min_psi=self.min_psi,
+            cooldown=timedelta(days=self.cooldown_days),
+        )

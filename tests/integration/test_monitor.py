@@ -1,0 +1,215 @@
+"""The Faust monitor as a real process against the real broker, beside the real scorer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import Decision, DriftEvent, DriftSignal, Outcome, Prediction
+from loanstream.contracts import RetrainRequest as Request
+from loanstream.kafka.broker import free_port
+from loanstream.kafka.clients import IdempotentProducer
+from loanstream.spec import load_spec
+from loanstream.topics import (
+    DRIFT_EVENTS,
+    LABELLED,
+    OUTCOMES,
+    PREDICTIONS,
+    RETRAIN_REQUESTS,
+    create_topics,
+)
+from producer.generator import Generator
+from producer.live import produce_live
+from producer.metrics import ProducerMetrics
+from producer.outcomes import LabelPolicy
+from producer.scenarios import load_scenario
+from producer.world import load_world
+from tests.integration.consume import read_all
+from tests.trainer_data import history
+from trainer.data import labelled_frame
+from trainer.pipeline import options_from, publish, training_round
+from trainer.registry import Registry
+from trainer.settings import TrainerSettings
+
+SPEC = load_spec()
+
+
+class Service:
+    """A `loanstream` service in its own process, as an operator runs it."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "loanstream.cli", *command],
+            env={**os.environ, **env},
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
+    settings = TrainerSettings(
+        data_dir=tmp_path_factory.mktemp("mlflow"), candidates=("logistic",), search_candidates=2
+    )
+    frame, spec = history(8000, seed=4)
+    training_round(
+        labelled_frame(frame, spec)[0],
+        spec,
+        settings,
+        Registry(settings),
+        options_from(settings),
+        None,
+    )
+    return settings
+
+
+@pytest.fixture
+def services(kafka: KafkaSettings, mlflow_settings: TrainerSettings) -> Iterator[list[Service]]:
+    create_topics(kafka)
+    publish(kafka, Registry(mlflow_settings).version("1").update())
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.stop()
+
+
+def env(kafka: KafkaSettings, settings: TrainerSettings, **extra: str) -> dict[str, str]:
+    uri = settings.resolved_tracking_uri()
+    return {
+        "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "LOANSTREAM_KAFKA_PARTITIONS": str(kafka.partitions),
+        "LOANSTREAM_SCORER_TRACKING_URI": uri,
+        "LOANSTREAM_SCORER_APP_ID": f"scorer-{uuid.uuid4().hex[:8]}",
+        "LOANSTREAM_MONITOR_TRACKING_URI": uri,
+        "LOANSTREAM_MONITOR_APP_ID": f"monitor-{uuid.uuid4().hex[:8]}",
+        **extra,
+    }
+
+
+def metric(port: int, name: str, labels: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}}"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_for(check: object, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if check():  # type: ignore[operator]
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_concept_drift_gives_a_drift_event_and_exactly_one_retrain_request(
+    kafka: KafkaSettings,
+    mlflow_settings: TrainerSettings,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    variables = env(kafka, mlflow_settings)
+    port = free_port()
+    services.append(Service(["scorer", "--no-api"], variables, tmp_path / "scorer.log"))
+    services.append(
+        Service(["monitor", "--metrics-port", str(port)], variables, tmp_path / "monitor.log")
+    )
+    generator = Generator(
+        SPEC,
+        load_world(None, SPEC),
+        load_scenario("concept-drift"),
+        seed=31,
+        labels=LabelPolicy(median_days=1.0, sigma=0.3, unlabelled_fraction=0.05),
+    )
+    produce_live(kafka, generator, 2000, ProducerMetrics(CollectorRegistry()), count=30_000)
+    events = [
+        DriftEvent.from_json(m.value())
+        for m in read_all(kafka, kafka.topic(DRIFT_EVENTS), 1, timeout_s=120, settle_s=10)
+    ]
+    requests = [
+        Request.from_json(m.value())
+        for m in read_all(kafka, kafka.topic(RETRAIN_REQUESTS), 1, timeout_s=30, settle_s=5)
+    ]
+    concept = [e for e in events if e.signal == DriftSignal.CONCEPT]
+    print(
+        "monitor: "
+        + "; ".join(f"{e.signal.value}/{e.detector} at {e.confirmed_position}" for e in events)
+    )
+    assert all(s.process.poll() is None for s in services)  # nothing crashed
+    assert concept, events
+    assert concept[0].first_event_time >= generator.event_time(20_000) - timedelta(days=3)
+    assert len(requests) == 1
+    assert requests[0].drift_event_id == events[0].event_id
+    labelled = read_all(kafka, kafka.topic(LABELLED), 25_000, timeout_s=60)
+    assert len(labelled) >= 25_000  # ~95% of 30,000 are labelled, all within days
+
+
+def test_outcomes_before_their_prediction_are_joined_and_unknown_ones_counted(
+    kafka: KafkaSettings,
+    mlflow_settings: TrainerSettings,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    variables = env(
+        kafka,
+        mlflow_settings,
+        LOANSTREAM_MONITOR_ORPHAN_TTL_S="20",
+        LOANSTREAM_MONITOR_STATE_EVERY_S="1",  # the join gauges refresh with each snapshot
+    )
+    services.append(
+        Service(["monitor", "--metrics-port", str(port)], variables, tmp_path / "monitor.log")
+    )
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with IdempotentProducer(kafka) as producer:
+        for i in range(50):  # the outcomes first
+            outcome = Outcome(application_id=f"early-{i}", label=i % 2, outcome_time=at)
+            producer.produce(kafka.topic(OUTCOMES), f"early-{i}".encode(), outcome.to_json())
+        unknown = Outcome(application_id="nobody", label=1, outcome_time=at)
+        producer.produce(kafka.topic(OUTCOMES), b"nobody", unknown.to_json())
+    assert wait_for(lambda: metric(port, "loanstream_monitor_join", 'state="orphans_waiting"') > 0)
+    with IdempotentProducer(kafka) as producer:
+        for i in range(50):
+            prediction = Prediction(
+                application_id=f"early-{i}",
+                event_time=at - timedelta(days=30),
+                probability=0.7,
+                decision=Decision.APPROVE,
+                model_name="loan-repayment",
+                model_version="1",
+                features={},
+                received_at=at,
+                scored_at=at,
+            )
+            producer.produce(kafka.topic(PREDICTIONS), f"early-{i}".encode(), prediction.to_json())
+    joined = read_all(kafka, kafka.topic(LABELLED), 50, timeout_s=60)
+    assert sorted(m.key() for m in joined) == sorted(f"early-{i}".encode() for i in range(50))
+    assert wait_for(lambda: metric(port, "loanstream_monitor_join", 'state="orphans_dropped"') == 1)
+    assert metric(port, "loanstream_monitor_join", 'state="orphans_waiting"') == 0
+    assert services[0].process.poll() is None
