@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from loanstream.contracts import (
@@ -25,6 +26,7 @@ from loanstream.contracts import (
     RetrainRequest,
 )
 from loanstream.spec import FeatureSpec
+from monitor.calibration import calibrated_detectors
 from monitor.datadrift import DataDrift, DataDriftMonitor
 from monitor.detectors import ConceptDrift, ConceptDriftMonitor
 from monitor.performance import PerformanceTracker, WindowResult
@@ -46,6 +48,8 @@ class PipelineConfig:
         {DriftSignal.CONCEPT, DriftSignal.DATA, DriftSignal.PREDICTION}
     )
     segment: str = "loan_purpose"
+    raw_run_length: int = 20_000  # of the error-stream detectors, before confirmation
+    calibration_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,13 @@ class DetectionPipeline:
             target_run_length=self.config.target_run_length,
             min_psi=self.config.min_psi,
         )
-        self.concept = concept or ConceptDriftMonitor()
+        self.concept = concept or ConceptDriftMonitor(
+            calibrated_detectors(
+                reference,
+                target_run_length=self.config.raw_run_length,
+                cache=self.config.calibration_cache,
+            )
+        )
         self.performance = PerformanceTracker(segment=self.config.segment)
         self.cooldown = _Cooldown()
         self.positions = _Positions()
@@ -160,9 +170,15 @@ class DetectionPipeline:
                 f"pipeline state format must be {STATE_FORMAT}, got {state.get('format')!r}"
             )
         name, version = state["model"]
-        pipeline = cls(name, version, reference, spec, config)
+        pipeline = cls(
+            name,
+            version,
+            reference,
+            spec,
+            config,
+            ConceptDriftMonitor.from_dict(state["concept"]),
+        )
         pipeline.data = DataDriftMonitor.from_dict(state["data"], dict(reference), spec)
-        pipeline.concept = ConceptDriftMonitor.from_dict(state["concept"])
         pipeline.performance = PerformanceTracker.from_dict(state["performance"])
         last = state["cooldown"]["last_request"]
         pipeline.cooldown = _Cooldown(

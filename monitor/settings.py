@@ -50,4 +50,5 @@ class MonitorSettings(BaseSettings):
             target_run_length=self.target_run_length,
             min_psi=self.min_psi,
             cooldown=timedelta(days=self.cooldown_days),
+            calibration_cache=self.data_dir / "monitor-calibration.json",
         )
