@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
+from loanstream.kafka.clients import whole_topic_reader
 from loanstream.models import download_and_load
 from loanstream.topics import MODEL_UPDATES
 
@@ -37,17 +36,8 @@ class ReferenceWatcher(threading.Thread):
 
     def run(self) -> None:
         topic = self.kafka.topic(MODEL_UPDATES)
-        consumer = Consumer(
-            {
-                **self.kafka.confluent(),
-                "group.id": f"monitor-watch-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
+        consumer = whole_topic_reader(self.kafka, topic)
         try:
-            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
             while not self.stopping.is_set():
                 for message in consumer.consume(100, 0.5):
                     if message.error() is None:

@@ -14,16 +14,15 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
+from loanstream.kafka.clients import whole_topic_reader
 from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
 from scorer.compiled import compile_model
@@ -98,17 +97,8 @@ class ModelWatcher(threading.Thread):
 
     def run(self) -> None:
         topic = self.kafka.topic(MODEL_UPDATES)
-        consumer = Consumer(
-            {
-                **self.kafka.confluent(),
-                "group.id": f"watch-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
+        consumer = whole_topic_reader(self.kafka, topic)
         try:
-            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
             while not self.stopping.is_set():
                 latest: ModelUpdate | None = None
                 for msg in consumer.consume(100, 0.5):  # keep only the newest of a burst

@@ -5,12 +5,14 @@ own clients)."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -263,3 +265,19 @@ class CommittingConsumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def whole_topic_reader(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> Consumer:
+    """A consumer of every partition of ``topic`` from its beginning, outside any group (for
+    following a compacted topic such as loan.model-updates: each reader must see all of it)."""
+    consumer = Consumer(
+        {
+            **settings.confluent(),
+            "group.id": f"whole-{uuid.uuid4().hex}",  # never joins: partitions are assigned
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return consumer

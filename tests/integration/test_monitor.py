@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +34,7 @@ from producer.outcomes import LabelPolicy
 from producer.scenarios import load_scenario
 from producer.world import load_world
 from tests.integration.consume import read_all
+from tests.integration.processes import Service
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, publish, training_round
@@ -45,28 +42,6 @@ from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 
 SPEC = load_spec()
-
-
-class Service:
-    """A `loanstream` service in its own process, as an operator runs it."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "loanstream.cli", *command],
-            env={**os.environ, **env},
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +32,7 @@ from producer.scenarios import load_scenario
 from producer.world import load_world
 from tests.helpers import application_json
 from tests.integration.consume import read_all
+from tests.integration.processes import Service
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, publish, training_round
@@ -64,8 +62,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     return Models(settings, registry)
 
 
-class Worker:
-    """`loanstream scorer` in its own process, as an operator runs it."""
+class Worker(Service):
+    """`loanstream scorer` in its own process."""
 
     def __init__(
         self,
@@ -76,30 +74,13 @@ class Worker:
         api_port: int | None = None,
     ) -> None:
         env = {
-            **os.environ,
             "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
             "LOANSTREAM_SCORER_TRACKING_URI": models.settings.resolved_tracking_uri(),
             "LOANSTREAM_SCORER_APP_ID": app_id,
         }
-        self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "loanstream.cli", "scorer"]
-            + (["--no-api"] if api_port is None else ["--api-port", str(api_port)]),
-            env=env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        options = ["--no-api"] if api_port is None else ["--api-port", str(api_port)]
+        super().__init__(["scorer", *options], env, log)
 
 
 @pytest.fixture
