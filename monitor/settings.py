@@ -34,7 +34,9 @@ class MonitorSettings(BaseSettings):
     cooldown_days: float = Field(
         default=14.0, ge=0, description="at most one retrain request per cooldown (event time)"
     )
-    state_every_s: float = Field(default=10.0, gt=0, description="snapshot detector state")
+    state_every_s: float = Field(
+        default=2.0, gt=0, description="snapshot detector state (and refresh gauges) this often"
+    )
     metrics_port: int | None = Field(default=8002, description="Prometheus /metrics; none: off")
     session_timeout_s: float = Field(default=10.0, gt=1)
     max_poll_interval_s: float = Field(default=120.0, gt=1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -188,3 +190,52 @@ def test_outcomes_before_their_prediction_are_joined_and_unknown_ones_counted(
     assert wait_for(lambda: metric(port, "loanstream_monitor_join", 'state="orphans_dropped"') == 1)
     assert metric(port, "loanstream_monitor_join", 'state="orphans_waiting"') == 0
     assert services[0].process.poll() is None
+
+
+def test_a_restart_keeps_the_detectors_and_the_drift_is_confirmed_once(
+    kafka: KafkaSettings,
+    mlflow_settings: TrainerSettings,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """The monitor is stopped and started again half-way to the onset: its detectors carry on
+    from the snapshot (positions keep counting), and the drift is confirmed exactly once."""
+    variables = env(kafka, mlflow_settings, LOANSTREAM_MONITOR_STATE_EVERY_S="1")
+    port, again_port = free_port(), free_port()
+    services.append(Service(["scorer", "--no-api"], variables, tmp_path / "scorer.log"))
+    first = Service(["monitor", "--metrics-port", str(port)], variables, tmp_path / "first.log")
+    services.append(first)
+    generator = Generator(
+        SPEC,
+        load_world(None, SPEC),
+        load_scenario("concept-drift"),
+        seed=32,
+        labels=LabelPolicy(median_days=1.0, sigma=0.3, unlabelled_fraction=0.05),
+    )
+
+    def restart() -> None:
+        assert wait_for(
+            lambda: metric(port, "loanstream_monitor_join", 'state="joined"') >= 10_000, 180
+        )
+        first.stop(signal.SIGTERM)
+        services.append(
+            Service(["monitor", "--metrics-port", str(again_port)], variables, tmp_path / "2.log")
+        )
+
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    produce_live(kafka, generator, 2000, ProducerMetrics(CollectorRegistry()), count=30_000)
+    restarter.join()
+    events = [
+        DriftEvent.from_json(m.value())
+        for m in read_all(kafka, kafka.topic(DRIFT_EVENTS), 1, timeout_s=120, settle_s=10)
+    ]
+    print(
+        "after a restart: " + "; ".join(f"{e.detector} at {e.confirmed_position}" for e in events)
+    )
+    assert first.process.returncode == 0  # a graceful stop, not a crash
+    assert services[-1].process.poll() is None
+    assert "detector state restored" in (tmp_path / "2.log").read_text()
+    assert [e.signal for e in events] == [DriftSignal.CONCEPT]
+    assert events[0].first_event_time >= generator.event_time(20_000) - timedelta(days=3)
+    assert events[0].confirmed_position > 15_000  # counted on from before the restart
