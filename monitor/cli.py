@@ -112,7 +112,7 @@ def report(
     from loanstream.progress import progress_bar
 
     with progress_bar() as bar:
-        task = bar.add_task("report", total=7)
+        task = bar.add_task("report", total=None)
 
         def step(name: str) -> None:
             bar.update(task, advance=1, description=name)
@@ -130,6 +130,9 @@ def _reference(frame: Any, tracking_uri: str, settings: Any) -> dict[str, Any] |
     """The training reference of the newest model version in the data, if MLflow has it."""
     from loanstream.models import download_and_load
 
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).exists():
+        console.print(f"[yellow]no MLflow store at {tracking_uri}: the first window stands in[/]")
+        return None
     versions = sorted({str(v) for v in frame["model_version"]}, key=_order)
     try:
         model = download_and_load(
