@@ -1,0 +1,164 @@
+"""Performance drift inside one segment: fewer repayments than the calibrated model promised.
+
+A concept drift that hits a small segment hardly moves the overall error rate (small-business
+and medical loans defaulting more move it from 0.18 to 0.19), so no error-stream detector sees
+it. Per segment value, this watches the labels against the model's own probabilities: a
+calibrated model's applicants repay at rate ``p`` on average, and a segment that repays
+markedly less is drifting, whatever its share of the traffic.
+
+Each segment runs one CUSUM of log-likelihood ratios per effect size ``e``: H0, applicants
+repay at ``p - bias - tolerance``; H1, at ``e`` less than that. ``bias`` is the segment's own
+miscalibration, learnt over its first ``warmup`` labels and then frozen, so a slow drift is not
+absorbed; after a confirmed drift the segment learns its new level afresh, so one shift is
+reported once. A CUSUM of likelihood ratios with threshold ``h`` has an average run length of at
+least ``exp(h)`` under H0 (Lorden, 1971); ``h`` is set from the target run length, times the
+number of segments and effects watched, so the budget holds across all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+EFFECTS = (0.05, 0.1, 0.2)
+OTHER = "(other)"
+
+
+@dataclass(frozen=True)
+class SegmentDrift:
+    """A confirmed shortfall of repayments in one segment, with its evidence."""
+
+    segment: str
+    effect: float
+    statistic: float  # the CUSUM of log likelihood ratios that crossed
+    threshold: float
+    first_position: int  # where this CUSUM last stood at zero
+    confirmed_position: int
+    events: int  # labels of the segment since first_position
+    observed_rate: float  # repayment rate of those labels
+    expected_rate: float  # the model's mean probability for them
+
+
+@dataclass
+class _Segment:
+    """One segment's warm-up sums and, per effect size, its CUSUM and what it has summed."""
+
+    n: int
+    bias_sum: float
+    bias: float
+    cusum: list[float]
+    since: list[int]
+    repaid: list[int]
+    promised: list[float]
+    count: list[int]
+
+    @classmethod
+    def new(cls, effects: int, n: int = 0, bias_sum: float = 0.0, bias: float = 0.0) -> _Segment:
+        zeros = [0] * effects
+        return cls(n, bias_sum, bias, [0.0] * effects, zeros[:], zeros[:], [0.0] * effects, zeros)
+
+
+class SegmentMonitor:
+    """One CUSUM per segment value and effect size on labels against probabilities.
+
+    >>> import random
+    >>> rng, monitor = random.Random(1), SegmentMonitor(target_run_length=1_000_000)
+    >>> for i in range(40_000):
+    ...     segment = "small" if i % 20 == 0 else "large"
+    ...     p = rng.uniform(0.6, 0.95)
+    ...     q = p - 0.2 if (segment == "small" and i >= 20_000) else p
+    ...     drift = monitor.update(segment, p, int(rng.random() < q), i)
+    ...     if drift:
+    ...         print(drift.segment, drift.effect, drift.confirmed_position)
+    small 0.2 25880
+    """
+
+    def __init__(
+        self,
+        target_run_length: int = 10_000_000,
+        tolerance: float = 0.02,
+        effects: Sequence[float] = EFFECTS,
+        warmup: int = 500,
+        max_segments: int = 20,
+    ) -> None:
+        if target_run_length < 2:
+            raise ValueError(f"target_run_length must be at least 2, got {target_run_length}")
+        if not effects or not all(0 < e < 1 for e in effects):
+            raise ValueError(f"effects must be within (0, 1), got {effects!r}")
+        self.target_run_length = target_run_length
+        self.tolerance = tolerance
+        self.effects = tuple(effects)
+        self.warmup = warmup
+        self.max_segments = max_segments
+        self.threshold = math.log(target_run_length * (max_segments + 1) * len(self.effects))
+        self.segments: dict[str, _Segment] = {}
+
+    def update(self, segment: str | None, p: float, y: int, position: int) -> SegmentDrift | None:
+        """Feed one labelled example of ``segment`` (None: not watched)."""
+        if segment is None:
+            return None
+        state = self._state(segment)
+        state.n += 1
+        if state.n <= self.warmup:  # learn the segment's own miscalibration first
+            state.bias_sum += p - y
+            state.bias = max(0.0, state.bias_sum / state.n)
+            return None
+        q0 = min(1 - 1e-6, max(1e-6, p - state.bias - self.tolerance))
+        for i, effect in enumerate(self.effects):
+            q1 = max(1e-6, q0 - effect)
+            step = math.log(q1 / q0) if y else math.log((1 - q1) / (1 - q0))
+            if state.cusum[i] + step <= 0.0:
+                state.cusum[i], state.since[i] = 0.0, position + 1
+                state.repaid[i] = state.count[i] = 0
+                state.promised[i] = 0.0
+                continue
+            state.cusum[i] += step
+            state.repaid[i] += y
+            state.promised[i] += p
+            state.count[i] += 1
+            if state.cusum[i] >= self.threshold:
+                drift = SegmentDrift(
+                    segment=segment,
+                    effect=effect,
+                    statistic=state.cusum[i],
+                    threshold=self.threshold,
+                    first_position=state.since[i],
+                    confirmed_position=position,
+                    events=state.count[i],
+                    observed_rate=state.repaid[i] / state.count[i],
+                    expected_rate=state.promised[i] / state.count[i],
+                )
+                # reported once: the new level is learnt as this segment's baseline
+                self.segments[segment] = _Segment.new(len(self.effects))
+                return drift
+        return None
+
+    def _state(self, segment: str) -> _Segment:
+        state = self.segments.get(segment)
+        if state is None:
+            if len(self.segments) >= self.max_segments:
+                segment = OTHER  # a hostile stream cannot grow the state without bound
+                state = self.segments.get(segment)
+            if state is None:
+                state = self.segments[segment] = _Segment.new(len(self.effects))
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": {
+                "target_run_length": self.target_run_length,
+                "tolerance": self.tolerance,
+                "effects": list(self.effects),
+                "warmup": self.warmup,
+                "max_segments": self.max_segments,
+            },
+            "segments": {name: vars(s) for name, s in self.segments.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> SegmentMonitor:
+        monitor = cls(**state["config"])
+        monitor.segments = {name: _Segment(**s) for name, s in state["segments"].items()}
+        return monitor
