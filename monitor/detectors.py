@@ -6,6 +6,7 @@ a drift once the *next* events (fresh, so independent of the excursion that rais
 more errors than the model itself expects for those very applicants, by a sequential likelihood
 ratio test. A covariate shift changes which applicants come but not how they repay, so the
 expected errors move with it and the test does not confirm.
+Only degradations count: when errors fall back (a stressed regime ends), nothing fires.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def log_loss(p: float, y: int) -> float:
     return -math.log(q if q > LOG_LOSS_FLOOR else LOG_LOSS_FLOOR) / _LOG_LOSS_SCALE
 
 
+def brier_excess(p: float, y: int) -> float:
+    """Brier loss minus the model's own expectation of it, p(1 - p), mapped from [-1/8, 1] to
+    [0, 1]: its level moves with a concept drift, not with which applicants come."""
+    return ((p - y) * (p - y) - p * (1.0 - p) + 0.125) / 1.125
+
+
 def expected_error(p: float) -> float:
     """The calibrated model's own chance of a binary error on this applicant: min(p, 1 - p)."""
     return p if p < 0.5 else 1.0 - p
@@ -49,6 +56,7 @@ def expected_error(p: float) -> float:
 ENCODINGS: dict[str, Callable[[float, int], float]] = {
     "error": binary_error,
     "brier": brier_loss,
+    "brier_excess": brier_excess,
     "log_loss": log_loss,
 }
 
@@ -72,10 +80,12 @@ class DetectorKind:
     warns: bool
 
 
-# Brier beat the clipped log loss and binary errors as ADWIN's input (shorter delays at the same
-# false-alarm rate); HDDM, DDM and EDDM read bits, 1 = error.
+# ADWIN reads the excess Brier loss: the Brier loss gave shorter delays than the clipped log loss
+# and binary errors at the same false-alarm rate, and its excess over the model's expectation
+# stays level under a covariate shift, where the plain loss raised 4-7x more (rejected) alarms.
+# HDDM, DDM and EDDM read bits, 1 = error.
 KINDS: dict[str, DetectorKind] = {
-    "adwin": DetectorKind(drift.ADWIN, "brier", two_sided=True, warns=False),
+    "adwin": DetectorKind(drift.ADWIN, "brier_excess", two_sided=True, warns=False),
     "ddm": DetectorKind(binary.DDM, "error", two_sided=False, warns=True),
     "eddm": DetectorKind(binary.EDDM, "error", two_sided=False, warns=True),
     "hddm_a": DetectorKind(binary.HDDMA, "error", two_sided=False, warns=True),
@@ -274,11 +284,10 @@ class MonitorStats:
         return self.unconfirmed / self.events if self.events else 0.0
 
 
-# ADWIN on the Brier loss, calibrated (monitor/calibration.py) on the test model's reference to
-# a raw run length of 20,000 events; a service calibrates for its own model's reference with
-# calibration.calibrated_detectors. Brier gave shorter confirmed delays than binary errors or
-# log loss at the same run length; adding HDDM_A or HDDM_W did not shorten them and cost ~5 us
-# per event.
+# ADWIN on the excess Brier loss, calibrated (monitor/calibration.py) on the test model's
+# reference to a raw run length of 20,000 events; a service calibrates for its own model's
+# reference with calibration.calibrated_detectors. Adding HDDM_A or HDDM_W did not shorten the
+# confirmed delays and cost ~5 us per event.
 DEFAULT_DETECTORS: tuple[tuple[str, dict[str, float]], ...] = (
     ("adwin", {"delta": 0.5, "clock": 4}),
 )
@@ -303,16 +312,19 @@ class ConceptDriftMonitor:
 
     A raw DRIFT alarm opens a window over the next events, which runs a sequential likelihood
     ratio test. H0: each event is an error with probability at most
-    q0 = max(min(p, 1-p), floor) + bias + tolerance, where bias is the long-run excess of errors
-    over the model's expectation (its miscalibration, an average over ``bias_events``). H1: with
-    q0 + effect, for a mixture over ``effects``. The drift is confirmed once the mixture's
-    likelihood ratio reaches 1 / alpha, so under H0 a window confirms with probability at most
-    alpha; the confirmed run length is at least the raw one / alpha. Every ``confirm_events``
-    events the window is rejected unless the evidence leans to a drift, and after ``max_looks``
-    looks in any case. A rejected alarm counts as unconfirmed and rewinds the detectors to a
-    checkpoint from before it, so a real drift the window missed alarms again (a second rejection
-    soon after instead restarts them: the error level moved without a concept drift). After a
-    confirmation every detector restarts.
+    q0 = max(min(p, 1-p), floor) + bias + tolerance, where bias is the excess of errors over the
+    model's expectation (its miscalibration): measured over the first ``bias_events`` events
+    after a (re)start outside confirmation windows, then frozen, so a slowly growing error is
+    not absorbed as miscalibration; only a lower recent excess (over the last ~``bias_events``)
+    replaces it. H1: with q0 + effect, for a mixture over ``effects``. The drift is confirmed
+    once the mixture's likelihood ratio reaches 1 / alpha, so under H0 a window confirms with
+    probability at most alpha; the confirmed run length is at least the raw one / alpha. Every
+    ``confirm_events`` events the window is rejected unless the evidence leans to a drift, and
+    after ``max_looks`` looks in any case. A rejected alarm counts as unconfirmed and rewinds the
+    detectors to a checkpoint from before it, so a drift the window missed (or that is still
+    growing) alarms again; after ``restart_after`` rejections in a row, each within
+    2 x ``checkpoint_events`` of the one before, they restart at the current level instead.
+    After a confirmation everything restarts.
 
     >>> import random
     >>> rng = random.Random(3)
@@ -322,7 +334,7 @@ class ConceptDriftMonitor:
     ...     drift = monitor.update(p, int(rng.random() < (p if i < 20_000 else p / 2)))
     ...     if drift:
     ...         print(drift.detector, drift.alarm_position, drift.confirmed_position)
-    adwin 20023 20036
+    adwin 20029 20040
     """
 
     def __init__(
@@ -337,6 +349,7 @@ class ConceptDriftMonitor:
         floor: float = 0.01,
         bias_events: int = 5000,
         checkpoint_events: int = 1000,
+        restart_after: int = 10,
     ) -> None:
         _check(0.0 < alpha < 1.0, "alpha must be within (0, 1)", alpha)
         _check(confirm_events >= 1, "confirm_events must be at least 1", confirm_events)
@@ -350,6 +363,7 @@ class ConceptDriftMonitor:
         _check(0.0 < floor < 0.5, "floor must be within (0, 0.5)", floor)
         _check(bias_events >= 1, "bias_events must be at least 1", bias_events)
         _check(checkpoint_events >= 1, "checkpoint_events must be at least 1", checkpoint_events)
+        _check(restart_after >= 1, "restart_after must be at least 1", restart_after)
         self.detectors = (
             build_detectors(DEFAULT_DETECTORS) if detectors is None else list(detectors)
         )
@@ -361,14 +375,16 @@ class ConceptDriftMonitor:
         self.floor = floor
         self.bias_events = bias_events
         self.checkpoint_events = checkpoint_events
+        self.restart_after = restart_after
         self._threshold = math.log(1.0 / alpha)
         self._log_k = math.log(len(self.effects))
         self._q0_cap = 0.99 - max(self.effects)  # keeps every alternative q0 + effect below 1
         self._position = 0
-        self._bias = 0.0
-        self._bias_n = 0
+        self._bias, self._bias_n = 0.0, 0  # the warm-up estimate, frozen after bias_events
+        self._recent, self._recent_n = 0.0, 0  # a running mean over ~bias_events
         self._window: _Window | None = None
         self._last_rejection = -1
+        self._rejections = 0  # in a row, each soon after the one before
         self._counts = dict.fromkeys(("warnings", "raw_alarms", "unconfirmed", "confirmed"), 0)
 
     def update(self, p: float, y: int) -> ConceptDrift | None:
@@ -389,8 +405,7 @@ class ConceptDriftMonitor:
         if self._window is None and position % self.checkpoint_events == 0:
             for detector in self.detectors:
                 detector.checkpoint()
-        self._bias_n += 1
-        self._bias += (err - e - self._bias) / min(self._bias_n, self.bias_events)
+        self._learn_bias(err - e)
         if confirmed is not None:
             self.reset()
         return confirmed
@@ -401,11 +416,19 @@ class ConceptDriftMonitor:
             detector.reset()
         self._window = None
         self._bias, self._bias_n = 0.0, 0
-        self._last_rejection = -1
+        self._recent, self._recent_n = 0.0, 0
+        self._last_rejection, self._rejections = -1, 0
 
     @property
     def stats(self) -> MonitorStats:
         return MonitorStats(events=self._position, **self._counts)
+
+    def _learn_bias(self, excess: float) -> None:
+        self._recent_n += 1
+        self._recent += (excess - self._recent) / min(self._recent_n, self.bias_events)
+        if self._bias_n < self.bias_events and self._window is None:
+            self._bias_n += 1
+            self._bias += (excess - self._bias) / self._bias_n
 
     def _on_alarm(self, alarm: Alarm) -> None:
         if alarm.level is Level.WARNING:
@@ -413,7 +436,10 @@ class ConceptDriftMonitor:
             return
         self._counts["raw_alarms"] += 1
         if self._window is None:
-            bias = self._bias if self._bias > 0.0 else 0.0
+            # a lower recent excess wins: a model better than at its start (a stressed regime
+            # ended) must not hide the next degradation
+            bias = min(self._bias, self._recent)
+            bias = bias if bias > 0.0 else 0.0
             llrs = [0.0] * len(self.effects)
             self._window = _Window(alarm.detector, alarm.since, alarm.position, bias, llrs)
 
@@ -452,18 +478,24 @@ class ConceptDriftMonitor:
 
     def _reject(self, position: int) -> None:
         # Rewinding brings back the pre-alarm reference, so a drift the window missed alarms
-        # again. A second rejection soon after means the error level moved without a concept
-        # drift (e.g. a covariate shift): accept it as the new baseline instead of looping.
+        # again. Many rejections in a row mean the excess moved, but within the tolerance:
+        # accept the level as the detectors' new reference instead of looping (the frozen bias
+        # still measures any further rise from the start).
         self._counts["unconfirmed"] += 1
         self._window = None
-        soon = self._last_rejection >= 0 and position - self._last_rejection <= 2 * (
-            self.checkpoint_events
+        soon = (
+            self._last_rejection >= 0
+            and position - self._last_rejection <= 2 * self.checkpoint_events
         )
+        self._rejections = self._rejections + 1 if soon else 1
+        restart = self._rejections >= self.restart_after
         for detector in self.detectors:
-            if soon:
+            if restart:
                 detector.reset()
             else:
                 detector.rewind()
+        if restart:
+            self._rejections = 0
         self._last_rejection = position
 
     def to_dict(self) -> dict[str, Any]:
@@ -478,12 +510,16 @@ class ConceptDriftMonitor:
                 "floor": self.floor,
                 "bias_events": self.bias_events,
                 "checkpoint_events": self.checkpoint_events,
+                "restart_after": self.restart_after,
             },
             "detectors": [detector.to_dict() for detector in self.detectors],
             "position": self._position,
             "bias": self._bias,
             "bias_n": self._bias_n,
+            "recent": self._recent,
+            "recent_n": self._recent_n,
             "last_rejection": self._last_rejection,
+            "rejections": self._rejections,
             "window": None if self._window is None else asdict(self._window),
             "counts": dict(self._counts),
         }
@@ -494,7 +530,11 @@ class ConceptDriftMonitor:
         monitor = cls(detectors, **state["config"])
         monitor._position = int(state["position"])
         monitor._bias, monitor._bias_n = float(state["bias"]), int(state["bias_n"])
+        # states written before the recent mean existed: their running bias is the best guess
+        monitor._recent = float(state.get("recent", monitor._bias))
+        monitor._recent_n = int(state.get("recent_n", monitor._bias_n))
         monitor._last_rejection = int(state["last_rejection"])
+        monitor._rejections = int(state.get("rejections", 0))
         monitor._window = None if state["window"] is None else _Window(**state["window"])
         monitor._counts.update(state["counts"])
         return monitor

@@ -55,7 +55,7 @@ def test_fingerprint_follows_the_prediction_quantiles_only() -> None:
 @pytest.mark.parametrize(
     ("kind", "target", "expected", "alarms"),
     [
-        ("adwin", 10_000, {"delta": 0.8, "clock": 4}, 19),
+        ("adwin", 10_000, {"delta": 0.8, "clock": 4}, 18),
         ("hddm_w", 5_000, {"drift_confidence": 5e-4, "warning_confidence": 0.0025}, 16),
     ],
 )
