@@ -33,7 +33,7 @@ class ScorerSettings(BaseSettings):
     )
     max_poll_interval_s: float = Field(default=120.0, gt=1, description="longest batch allowed")
     loader_niceness: int = Field(
-        default=10,
+        default=5,
         ge=0,
         le=19,
         description="nice level of the process that loads a new model (19: only idle CPU)",

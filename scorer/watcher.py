@@ -51,12 +51,12 @@ def _loader_started(niceness: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def load_elsewhere(update: ModelUpdate, tracking_uri: str, niceness: int = 10) -> LoadedModel:
+def load_elsewhere(update: ModelUpdate, tracking_uri: str, niceness: int = 5) -> LoadedModel:
     """Download, verify and compile in a fresh process, so its CPU work (MLflow, skops) never
     holds this process's GIL while batches are scored; only the verified model comes back."""
     context = multiprocessing.get_context("spawn")  # never fork a process with threads
     # At a low priority: on a small machine the loader must not take the scorer's core. Not at
-    # 19, which starves it for good on a busy machine (a swap then never happens).
+    # 19, nor 10: on a busy 2-core machine those starved it and a swap waited for minutes.
     with ProcessPoolExecutor(
         max_workers=1, mp_context=context, initializer=_loader_started, initargs=(niceness,)
     ) as pool:

@@ -179,8 +179,8 @@ def test_hot_swap_under_two_thousand_per_second(
     start(workers, kafka, models, tmp_path, f"scorer-{uuid.uuid4().hex[:8]}", port)
     generator = Generator(SPEC, load_world(None, SPEC), load_scenario("stable"), seed=8)
     wait_for_model(port, "1")
-    # Published 2 s into a 20 s stream: loading takes 3-6 s on this machine under load.
-    swap = threading.Timer(2.0, lambda: publish(kafka, models.registry.version("2").update()))
+    # Published 1 s into a 20 s stream: loading takes 3-6 s on this machine under load.
+    swap = threading.Timer(1.0, lambda: publish(kafka, models.registry.version("2").update()))
     swap.start()
     produce_live(
         kafka,
