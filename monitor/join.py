@@ -9,18 +9,22 @@ Two clocks decide what is given up on. A prediction waits for its label until th
 (the newest outcome time seen, which follows event time, not the wall clock, so a replay at any
 speed expires the same predictions) is ``label_ttl`` past its event time. An outcome waits for
 its prediction for ``orphan_ttl`` of processing time: that race is between two live pipelines.
+
+The stores hold bytes and stay the source of truth; beside them the joiner keeps the newest
+pending predictions it parsed, so a join in the same process does not parse them again.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from loanstream.contracts import LabelledExample, Outcome, Prediction
+from loanstream.contracts import SCHEMA_VERSION, LabelledExample, Outcome, Prediction
 
 RECENT_JOINED = 200_000  # ids remembered to tell a duplicate from a new key, after the join
+PARSED_PENDING = 100_000  # newest pending predictions kept parsed (~2 KB each) beside the store
 
 
 class RecentKeys:
@@ -55,18 +59,34 @@ class JoinCounts:
     duplicates: int
 
 
+_EXPLICIT = frozenset(LabelledExample.model_fields) - {"schema_version"}  # as model_construct sets
+
+
 def labelled(prediction: Prediction, outcome: Outcome) -> LabelledExample:
-    return LabelledExample.model_construct(
-        application_id=prediction.application_id,
-        event_time=prediction.event_time,
-        outcome_time=outcome.outcome_time,
-        features=prediction.features,
-        probability=prediction.probability,
-        decision=prediction.decision,
-        model_name=prediction.model_name,
-        model_version=prediction.model_version,
-        label=outcome.label,
-    )
+    """The labelled example of a validated prediction and outcome, without validating again.
+
+    It is what ``LabelledExample.model_construct`` builds, minus that method's per-field alias and
+    default lookups (3 of its 4.5 us, on every labelled event); a unit test holds it equal to the
+    validated model, field set and JSON included.
+    """
+    example = LabelledExample.__new__(LabelledExample)
+    fields = {
+        "schema_version": SCHEMA_VERSION,
+        "application_id": prediction.application_id,
+        "event_time": prediction.event_time,
+        "outcome_time": outcome.outcome_time,
+        "features": prediction.features,
+        "probability": prediction.probability,
+        "decision": prediction.decision,
+        "model_name": prediction.model_name,
+        "model_version": prediction.model_version,
+        "label": outcome.label,
+    }
+    object.__setattr__(example, "__dict__", fields)  # the model is frozen: no plain setattr
+    object.__setattr__(example, "__pydantic_fields_set__", set(_EXPLICIT))
+    object.__setattr__(example, "__pydantic_extra__", None)
+    object.__setattr__(example, "__pydantic_private__", None)
+    return example
 
 
 class Joiner:
@@ -92,11 +112,15 @@ class Joiner:
         outcomes: MutableMapping[str, bytes],
         label_ttl: timedelta,
         orphan_ttl: timedelta,
+        parsed_size: int = PARSED_PENDING,
     ) -> None:
         self.predictions = predictions
         self.outcomes = outcomes
         self.label_ttl = label_ttl
         self.orphan_ttl = orphan_ttl
+        self.parsed_size = parsed_size
+        # A shortcut past Prediction.from_json for keys this joiner stored itself; oldest first.
+        self._parsed: OrderedDict[str, Prediction] = OrderedDict()
         self.label_clock: datetime | None = None
         # Expiry order: (event time, id) of predictions and (arrival, id) of orphans. Entries
         # whose key has left its store since are skipped when they reach the front.
@@ -111,6 +135,7 @@ class Joiner:
         waiting = ((Prediction.from_json(v).event_time, k) for k, v in self.predictions.items())
         self._waiting = deque(sorted(waiting))
         self._orphans = deque((now, k) for k in self.outcomes)
+        self._parsed.clear()  # another worker may have written these keys meanwhile
 
     def on_prediction(
         self, prediction: Prediction, now: datetime, raw: bytes | None = None
@@ -124,6 +149,9 @@ class Joiner:
             return None
         self.predictions[key] = raw if raw is not None else prediction.to_json()
         self._waiting.append((prediction.event_time, key))
+        self._parsed[key] = prediction
+        if len(self._parsed) > self.parsed_size:
+            self._parsed.popitem(last=False)
         return None
 
     def on_outcome(
@@ -134,7 +162,10 @@ class Joiner:
             self.label_clock = outcome.outcome_time
         stored = self.predictions.pop(key, None)
         if stored is not None:
-            return self._join(Prediction.from_json(stored), outcome)
+            prediction = self._parsed.pop(key, None)
+            if prediction is None:  # stored before a restart, or pushed out of the parsed ones
+                prediction = Prediction.from_json(stored)
+            return self._join(prediction, outcome)
         if key in self.outcomes or key in self._joined:
             self.duplicates += 1
             return None
@@ -153,6 +184,7 @@ class Joiner:
             horizon = self.label_clock - self.label_ttl
             while self._waiting and self._waiting[0][0] < horizon:
                 _, key = self._waiting.popleft()
+                self._parsed.pop(key, None)
                 if self.predictions.pop(key, None) is not None:
                     self.expired += 1
         while self._orphans and self._orphans[0][0] < now - self.orphan_ttl:

@@ -297,7 +297,8 @@ class CountWindows:
         return windows
 
 
-def _seconds(event_time: datetime | float) -> float:
+def epoch_seconds(event_time: datetime | float) -> float:
+    """An aware datetime or a finite epoch time as epoch seconds; naive times are ambiguous."""
     if isinstance(event_time, datetime):
         if event_time.tzinfo is None:
             raise ValueError(f"event_time must carry a time zone, got naive {event_time}")
@@ -333,6 +334,7 @@ class TimeWindows:
         self.size, self.step, self.retention, self.scope = size, step, retention, scope
         self.late_dropped = 0
         self._step_s = step.total_seconds()
+        self._retention_s = retention.total_seconds()
         self._newest: float | None = None  # newest event time seen, epoch seconds
         self._first = 0  # oldest retained pane index
         self._realized: dict[int, Stats] = {}
@@ -343,21 +345,21 @@ class TimeWindows:
         _check(p)
         if y != 0 and y != 1:
             raise ValueError(f"label must be 0 or 1, got {y!r}")
-        pane = self._pane(_seconds(event_time), self._realized)
+        pane = self._pane(epoch_seconds(event_time), self._realized)
         if pane is not None:
             pane.add(p, float(y), approved)
 
     def add_estimate(self, p: float, approved: bool, event_time: datetime | float) -> None:
         """A prediction (labelled or not), into the estimate of the pane of its event time."""
         _check(p)
-        pane = self._pane(_seconds(event_time), self._estimate)
+        pane = self._pane(epoch_seconds(event_time), self._estimate)
         if pane is not None:
             pane.add(p, p, approved)
 
     def advance(self, t: float) -> None:
         """Move the clock to event time ``t`` (epoch seconds), dropping panes it leaves behind."""
         if self._newest is None or t > self._newest:
-            first = int((t - self.retention.total_seconds()) // self._step_s)
+            first = int((t - self._retention_s) // self._step_s)
             if self._newest is None or first > self._first:
                 self._first = first
                 self._prune()
@@ -463,6 +465,8 @@ class PerformanceTracker:
 
     At most ``max_scopes`` values per dimension get their own scope; later ones share
     ``"<dimension>=(other)"``, so a hostile stream cannot grow memory or metric labels.
+    ``versions=False`` drops the model version dimension: where every event comes from one
+    version (a `DetectionPipeline`), its scope would only repeat "all" at a third more cost.
 
     >>> t = PerformanceTracker(count_size=2, count_step=2)
     >>> at = datetime(2025, 1, 1, tzinfo=UTC)
@@ -480,6 +484,7 @@ class PerformanceTracker:
         retention: timedelta = timedelta(days=90),
         segment: str = "loan_purpose",
         max_scopes: int = 20,
+        versions: bool = True,
     ) -> None:
         if max_scopes < 1:
             raise ValueError(f"max_scopes must be at least 1, got {max_scopes}")
@@ -489,9 +494,10 @@ class PerformanceTracker:
         TimeWindows(time_size, time_step, retention)
         self.count_size, self.count_step = count_size, count_step
         self.time_size, self.time_step, self.retention = time_size, time_step, retention
-        self.segment, self.max_scopes = segment, max_scopes
+        self.segment, self.max_scopes, self.versions = segment, max_scopes, versions
         self._all = self._new("all")
-        self._dims: dict[str, dict[str, _Scope]] = {"model_version": {}, segment: {}}
+        dimensions = ["model_version", segment] if versions else [segment]
+        self._dims: dict[str, dict[str, _Scope]] = {d: {} for d in dimensions}
         self._routes: dict[tuple[str, str | None], tuple[_Scope, ...]] = {}
         self._synced = -(1 << 62)  # the "all" scope's oldest pane when others last followed it
 
@@ -514,8 +520,11 @@ class PerformanceTracker:
         """The scopes an event counts in; cached per value pair, in bounded memory."""
         route = self._routes.get((model_version, segment))
         if route is None:
-            version = self._scope("model_version", model_version)
-            route = (self._all, version, self._scope(self.segment, segment))
+            if self.versions:
+                version = self._scope("model_version", model_version)
+                route = (self._all, version, self._scope(self.segment, segment))
+            else:
+                route = (self._all, self._scope(self.segment, segment))
             if len(self._routes) < ROUTES:
                 self._routes[model_version, segment] = route
         return route
@@ -546,7 +555,7 @@ class PerformanceTracker:
         _check(p)
         if y != 0 and y != 1:
             raise ValueError(f"label must be 0 or 1, got {y!r}")
-        t, w = _seconds(event_time), float(y)
+        t, w = epoch_seconds(event_time), float(y)
         b, sq, ll, esq, ell = _paired_terms(p, w)
         closed = []
         for scope in self._route(model_version, segment):
@@ -578,7 +587,7 @@ class PerformanceTracker:
     ) -> None:
         """One prediction, labelled or not: feeds the label-free estimate of the time windows."""
         _check(p)
-        t = _seconds(event_time)
+        t = epoch_seconds(event_time)
         b, sq, ll = _terms(p, p)
         for scope in self._route(model_version, segment):
             pane = scope.time._pane(t, scope.time._estimate)
@@ -614,6 +623,7 @@ class PerformanceTracker:
             "retention_s": self.retention.total_seconds(),
             "segment": self.segment,
             "max_scopes": self.max_scopes,
+            "versions": self.versions,
             "all": scope(self._all),
             "dimensions": {d: {v: scope(s) for v, s in ss.items()} for d, ss in self._dims.items()},
         }
@@ -630,6 +640,7 @@ class PerformanceTracker:
             timedelta(seconds=data["retention_s"]),
             str(data["segment"]),
             int(data["max_scopes"]),
+            bool(data.get("versions", True)),  # states saved before the option tracked versions
         )
 
         def scope(d: dict[str, Any]) -> _Scope:

@@ -29,10 +29,11 @@ from loanstream.spec import FeatureSpec
 from monitor.calibration import calibrated_detectors
 from monitor.datadrift import DataDrift, DataDriftMonitor
 from monitor.detectors import ConceptDrift, ConceptDriftMonitor
-from monitor.performance import PerformanceTracker, WindowResult
+from monitor.performance import PerformanceTracker, WindowResult, epoch_seconds
 
 RING = 1 << 13  # event times remembered per stream, to date a detection's first position
 STATE_FORMAT = 1
+APPROVE = Decision.APPROVE  # looked up once: an enum member lookup costs 0.1 us per event
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class _Times:
     def __init__(self, seconds: list[float] | None = None) -> None:
         self.seconds = seconds if seconds is not None else [0.0] * RING
 
-    def put(self, position: int, at: datetime) -> None:
-        self.seconds[position % RING] = at.timestamp()
+    def put(self, position: int, seconds: float) -> None:
+        self.seconds[position % RING] = seconds
 
     def at(self, position: int, fallback: datetime) -> datetime:
         known = self.seconds[position % RING]
@@ -131,7 +132,8 @@ class DetectionPipeline:
                 cache=self.config.calibration_cache,
             )
         )
-        self.performance = PerformanceTracker(segment=self.config.segment)
+        # One pipeline sees one model version: a version dimension would only repeat "all".
+        self.performance = PerformanceTracker(segment=self.config.segment, versions=False)
         self.cooldown = _Cooldown()
         self.positions = _Positions()
         self.events: list[DriftEvent] = []
@@ -195,12 +197,13 @@ class DetectionPipeline:
     def on_prediction(self, prediction: Prediction) -> Detections:
         """Data and prediction drift, and the label-free estimate, from one scored application."""
         position = self.positions.predictions = self.positions.predictions + 1
-        self.positions.times["predictions"].put(position, prediction.event_time)
+        seconds = epoch_seconds(prediction.event_time)
+        self.positions.times["predictions"].put(position, seconds)
         features = prediction.features
         self.performance.update_estimate(
             prediction.probability,
-            prediction.decision == Decision.APPROVE,
-            prediction.event_time,
+            prediction.decision == APPROVE,
+            seconds,
             prediction.model_version,
             _segment(features.get(self.config.segment)),
         )
@@ -212,12 +215,13 @@ class DetectionPipeline:
     def on_labelled(self, example: LabelledExample) -> Detections:
         """Windowed performance and concept drift from one prediction joined with its label."""
         position = self.positions.labelled = self.positions.labelled + 1
-        self.positions.times["labelled"].put(position, example.event_time)
+        seconds = epoch_seconds(example.event_time)
+        self.positions.times["labelled"].put(position, seconds)
         windows = self.performance.update(
             example.probability,
             example.label,
-            example.decision == Decision.APPROVE,
-            example.event_time,
+            example.decision == APPROVE,
+            seconds,
             example.model_version,
             _segment(example.features.get(self.config.segment)),
         )

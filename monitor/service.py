@@ -60,13 +60,19 @@ class MonitorCore:
             name: kafka.topic(name) for name in (LABELLED, DRIFT_EVENTS, RETRAIN_REQUESTS)
         }
         self.dead_letter = kafka.topic(DEAD_LETTER)
+        # The per-message counters, looked up once: labels() costs a microsecond per message.
+        self._counted = {
+            (kind, result): metrics.messages.labels(kind, result)
+            for kind in ("prediction", "outcome")
+            for result in ("ok", "dead_letter")
+        }
 
     def on_prediction(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
         try:
             prediction = Prediction.from_json(value or b"")
         except (ValidationError, ValueError) as err:
             return [self._dead(value, source, "invalid_prediction", err)]
-        self.metrics.messages.labels("prediction", "ok").inc()
+        self._counted["prediction", "ok"].inc()
         out: list[Outgoing] = []
         pipeline = self._pipeline(prediction.model_version, "prediction")
         if pipeline is not None:
@@ -79,7 +85,7 @@ class MonitorCore:
             outcome = Outcome.from_json(value or b"")
         except (ValidationError, ValueError) as err:
             return [self._dead(value, source, "invalid_outcome", err)]
-        self.metrics.messages.labels("outcome", "ok").inc()
+        self._counted["outcome", "ok"].inc()
         joined = self.joiner.on_outcome(outcome, datetime.now(UTC), value)
         return self._labelled(joined) if joined else []
 
@@ -144,7 +150,7 @@ class MonitorCore:
         self, value: bytes | None, source: tuple[str, int, int], reason: str, err: Exception
     ) -> Outgoing:
         kind = "prediction" if reason == "invalid_prediction" else "outcome"
-        self.metrics.messages.labels(kind, "dead_letter").inc()
+        self._counted[kind, "dead_letter"].inc()
         topic, partition, offset = source
         letter = DeadLetter.of(
             source_topic=topic,

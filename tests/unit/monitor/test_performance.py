@@ -256,3 +256,41 @@ def test_tracker_closes_count_windows_per_scope() -> None:
         (3999, "all", 2000),
         (3999, "model_version=2", 2000),
     ]
+
+
+def test_without_versions_every_other_scope_sees_the_same_windows() -> None:
+    events = stream(5_000, seed=10)
+    both = PerformanceTracker(1_000, 500, 2 * DAY, DAY, retention=10 * DAY)
+    alone = PerformanceTracker(1_000, 500, 2 * DAY, DAY, retention=10 * DAY, versions=False)
+    closed_both: list[WindowResult] = []
+    closed_alone: list[WindowResult] = []
+    for p, y, a, t, v, s in events:
+        for tracker, closed in ((both, closed_both), (alone, closed_alone)):
+            tracker.update_estimate(p, a, t, v, s)
+            closed += tracker.update(p, y, a, t, v, s)
+    assert alone.scopes == [s for s in both.scopes if not s.startswith("model_version=")]
+    purposes = ["loan_purpose=education", "loan_purpose=car", "loan_purpose=medical"]
+    assert alone.scopes == ["all", *purposes]
+
+    def unversioned(results: list[WindowResult]) -> list[WindowResult]:
+        return [r for r in results if not r.scope.startswith("model_version=")]
+
+    assert len(closed_alone) == 9 + 3 * 2  # "all" every 500 from 1,000; ~1,667 per purpose
+    assert closed_alone == unversioned(closed_both)
+    assert alone.windows() == unversioned(both.windows())
+    assert alone.late_dropped == both.late_dropped > 0
+
+
+def test_the_versions_choice_survives_a_restart_and_old_states_keep_their_versions() -> None:
+    tracker = PerformanceTracker(10, 10, versions=False)
+    tracker.update(0.9, 1, True, T0, "3", "car")
+    restored = PerformanceTracker.from_dict(json.loads(json.dumps(tracker.to_dict())))
+    assert (restored.versions, restored.scopes) == (False, ["all", "loan_purpose=car"])
+    restored.update(0.8, 1, True, T0, "4", "car")
+    assert restored.scopes == ["all", "loan_purpose=car"]
+    versioned = PerformanceTracker(10, 10)
+    versioned.update(0.9, 1, True, T0, "3", "car")
+    old = versioned.to_dict()
+    del old["versions"]  # saved before the option existed
+    scopes = PerformanceTracker.from_dict(old).scopes
+    assert scopes == ["all", "model_version=3", "loan_purpose=car"]

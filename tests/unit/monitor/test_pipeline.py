@@ -104,3 +104,13 @@ def test_a_restart_in_the_middle_of_a_drift_neither_misses_it_nor_fires_twice(
     assert before == []
     assert [e.event_id for e in after] == [e.event_id for e in straight]
     assert [e.confirmed_position for e in after] == [20_145]
+
+
+def test_performance_is_tracked_overall_and_per_segment_not_per_version(
+    model: LoadedModel,
+) -> None:
+    pipeline = fresh(model)  # one pipeline serves one model version: that scope would repeat "all"
+    run(pipeline, stream(model, "stable", 1_000))
+    scopes = pipeline.performance.scopes
+    assert scopes[0] == "all" and len(scopes) > 2
+    assert all(scope.startswith("loan_purpose=") for scope in scopes[1:])
