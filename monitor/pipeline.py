@@ -30,6 +30,7 @@ from monitor.calibration import calibrated_detectors
 from monitor.datadrift import DataDrift, DataDriftMonitor
 from monitor.detectors import ConceptDrift, ConceptDriftMonitor
 from monitor.performance import PerformanceTracker, WindowResult, epoch_seconds
+from monitor.segments import SegmentDrift, SegmentMonitor
 
 RING = 1 << 13  # event times remembered per stream, to date a detection's first position
 STATE_FORMAT = 1
@@ -46,7 +47,7 @@ class PipelineConfig:
     min_psi: float = 0.1
     cooldown: timedelta = timedelta(days=14)
     retrain_on: frozenset[DriftSignal] = frozenset(
-        {DriftSignal.CONCEPT, DriftSignal.DATA, DriftSignal.PREDICTION}
+        {DriftSignal.CONCEPT, DriftSignal.DATA, DriftSignal.PREDICTION, DriftSignal.PERFORMANCE}
     )
     segment: str = "loan_purpose"
     raw_run_length: int = 20_000  # of the error-stream detectors, before confirmation
@@ -133,6 +134,7 @@ class DetectionPipeline:
             )
         )
         # One pipeline sees one model version: a version dimension would only repeat "all".
+        self.segments = SegmentMonitor(target_run_length=self.config.target_run_length)
         self.performance = PerformanceTracker(segment=self.config.segment, versions=False)
         self.cooldown = _Cooldown()
         self.positions = _Positions()
@@ -145,6 +147,7 @@ class DetectionPipeline:
             "model": [self.model_name, self.model_version],
             "data": self.data.to_dict(),
             "concept": self.concept.to_dict(),
+            "segments": self.segments.to_dict(),
             "performance": self.performance.to_dict(),
             "cooldown": {
                 "last_request": self.cooldown.last_request.isoformat()
@@ -181,6 +184,7 @@ class DetectionPipeline:
             ConceptDriftMonitor.from_dict(state["concept"]),
         )
         pipeline.data = DataDriftMonitor.from_dict(state["data"], dict(reference), spec)
+        pipeline.segments = SegmentMonitor.from_dict(state["segments"])
         pipeline.performance = PerformanceTracker.from_dict(state["performance"])
         last = state["cooldown"]["last_request"]
         pipeline.cooldown = _Cooldown(
@@ -225,10 +229,22 @@ class DetectionPipeline:
             example.model_version,
             _segment(example.features.get(self.config.segment)),
         )
+        events = []
         drift = self.concept.update(example.probability, example.label)
-        if drift is None:
+        if drift is not None:
+            events.append(self._concept_event(drift, example.event_time))
+        shortfall = self.segments.update(
+            _segment(example.features.get(self.config.segment)),
+            example.probability,
+            example.label,
+            position,
+            seconds,
+        )
+        if shortfall is not None:
+            events.append(self._segment_event(shortfall, example.event_time))
+        if not events:
             return Detections(windows=tuple(windows)) if windows else NOTHING
-        published = self._publish([self._concept_event(drift, example.event_time)])
+        published = self._publish(events)
         return Detections(published.events, published.requests, tuple(windows))
 
     def _publish(self, events: list[DriftEvent]) -> Detections:
@@ -291,6 +307,25 @@ class DetectionPipeline:
             confirmed_position=drift.confirmed_position,
             first_event_time=times.at(drift.first_position, now),
             confirmed_event_time=times.at(drift.confirmed_position, now),
+            model_name=self.model_name,
+            model_version=self.model_version,
+        )
+
+    def _segment_event(self, drift: SegmentDrift, now: datetime) -> DriftEvent:
+        """A segment repaying less than promised: ``statistic`` is the CUSUM that crossed."""
+        subject = f"{self.config.segment}={drift.segment}"
+        return DriftEvent(
+            event_id=self._event_id(DriftSignal.PERFORMANCE, subject, drift.confirmed_position),
+            signal=DriftSignal.PERFORMANCE,
+            detector=f"segment-cusum[{drift.effect:g}]",
+            feature=subject,
+            statistic=drift.statistic,
+            threshold=drift.threshold,
+            window_size=drift.events,
+            first_position=drift.first_position,
+            confirmed_position=drift.confirmed_position,
+            first_event_time=datetime.fromtimestamp(drift.first_seconds, UTC),
+            confirmed_event_time=now,
             model_name=self.model_name,
             model_version=self.model_version,
         )

@@ -36,6 +36,7 @@ class SegmentDrift:
     threshold: float
     first_position: int  # where this CUSUM last stood at zero
     confirmed_position: int
+    first_seconds: float  # event time (epoch seconds) at first_position, as passed in
     events: int  # labels of the segment since first_position
     observed_rate: float  # repayment rate of those labels
     expected_rate: float  # the model's mean probability for them
@@ -50,6 +51,7 @@ class _Segment:
     bias: float
     cusum: list[float]
     since: list[int]
+    since_seconds: list[float]
     repaid: list[int]
     promised: list[float]
     count: list[int]
@@ -57,7 +59,17 @@ class _Segment:
     @classmethod
     def new(cls, effects: int, n: int = 0, bias_sum: float = 0.0, bias: float = 0.0) -> _Segment:
         zeros = [0] * effects
-        return cls(n, bias_sum, bias, [0.0] * effects, zeros[:], zeros[:], [0.0] * effects, zeros)
+        return cls(
+            n,
+            bias_sum,
+            bias,
+            [0.0] * effects,
+            zeros[:],
+            [0.0] * effects,
+            zeros[:],
+            [0.0] * effects,
+            zeros,
+        )
 
 
 class SegmentMonitor:
@@ -95,8 +107,11 @@ class SegmentMonitor:
         self.threshold = math.log(target_run_length * (max_segments + 1) * len(self.effects))
         self.segments: dict[str, _Segment] = {}
 
-    def update(self, segment: str | None, p: float, y: int, position: int) -> SegmentDrift | None:
-        """Feed one labelled example of ``segment`` (None: not watched)."""
+    def update(
+        self, segment: str | None, p: float, y: int, position: int, seconds: float = 0.0
+    ) -> SegmentDrift | None:
+        """Feed one labelled example of ``segment`` (None: not watched), at event time
+        ``seconds``, which dates the start of a drift."""
         if segment is None:
             return None
         state = self._state(segment)
@@ -111,6 +126,7 @@ class SegmentMonitor:
             step = math.log(q1 / q0) if y else math.log((1 - q1) / (1 - q0))
             if state.cusum[i] + step <= 0.0:
                 state.cusum[i], state.since[i] = 0.0, position + 1
+                state.since_seconds[i] = seconds
                 state.repaid[i] = state.count[i] = 0
                 state.promised[i] = 0.0
                 continue
@@ -126,6 +142,7 @@ class SegmentMonitor:
                     threshold=self.threshold,
                     first_position=state.since[i],
                     confirmed_position=position,
+                    first_seconds=state.since_seconds[i] or seconds,
                     events=state.count[i],
                     observed_rate=state.repaid[i] / state.count[i],
                     expected_rate=state.promised[i] / state.count[i],
