@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from loanstream.contracts import SCHEMA_VERSION, LabelledExample, Outcome, Prediction
 
 RECENT_JOINED = 200_000  # ids remembered to tell a duplicate from a new key, after the join
-PARSED_PENDING = 100_000  # newest pending predictions kept parsed (~2 KB each) beside the store
+PARSED_PENDING = 10_000  # newest pending predictions kept parsed (~2 KB each): ~20 MB
 
 
 class RecentKeys:
@@ -66,8 +66,8 @@ def labelled(prediction: Prediction, outcome: Outcome) -> LabelledExample:
     """The labelled example of a validated prediction and outcome, without validating again.
 
     It is what ``LabelledExample.model_construct`` builds, minus that method's per-field alias and
-    default lookups (3 of its 4.5 us, on every labelled event); a unit test holds it equal to the
-    validated model, field set and JSON included.
+    default lookups: 1.7 us instead of 5.8 on every labelled event. A unit test holds it equal to
+    the validated model, field set and JSON included.
     """
     example = LabelledExample.__new__(LabelledExample)
     fields = {

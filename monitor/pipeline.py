@@ -221,24 +221,21 @@ class DetectionPipeline:
         position = self.positions.labelled = self.positions.labelled + 1
         seconds = epoch_seconds(example.event_time)
         self.positions.times["labelled"].put(position, seconds)
+        segment = _segment(example.features.get(self.config.segment))
         windows = self.performance.update(
             example.probability,
             example.label,
             example.decision == APPROVE,
             seconds,
             example.model_version,
-            _segment(example.features.get(self.config.segment)),
+            segment,
         )
         events = []
         drift = self.concept.update(example.probability, example.label)
         if drift is not None:
             events.append(self._concept_event(drift, example.event_time))
         shortfall = self.segments.update(
-            _segment(example.features.get(self.config.segment)),
-            example.probability,
-            example.label,
-            position,
-            seconds,
+            segment, example.probability, example.label, position, seconds
         )
         if shortfall is not None:
             events.append(self._segment_event(shortfall, example.event_time))

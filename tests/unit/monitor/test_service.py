@@ -1,0 +1,70 @@
+"""The monitor's per-message core without Faust: what it sends for each message, and its counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from loanstream.config import KafkaSettings
+from loanstream.contracts import DeadLetter, Decision, LabelledExample, Outcome, Prediction
+from loanstream.spec import load_spec
+from loanstream.topics import DEAD_LETTER, LABELLED
+from monitor.metrics import MonitorMetrics
+from monitor.service import MonitorCore
+from monitor.settings import MonitorSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def core(data_dir: Path) -> MonitorCore:
+    """No reference is known: messages are joined and sent, not monitored (no calibration)."""
+    metrics = MonitorMetrics(CollectorRegistry())
+    settings = MonitorSettings(data_dir=data_dir)
+    kafka = KafkaSettings(topic_prefix="")
+    return MonitorCore(kafka, settings, load_spec(), metrics, {}, {}, {})
+
+
+def messages(c: MonitorCore, kind: str, result: str) -> float | None:
+    labels = {"kind": kind, "result": result}
+    return c.metrics.registry.get_sample_value("loanstream_monitor_messages_total", labels)
+
+
+def test_a_joined_pair_goes_out_as_the_labelled_contract_and_every_message_is_counted(
+    tmp_path: Path,
+) -> None:
+    c = core(tmp_path)
+    prediction = Prediction(
+        application_id="a1",
+        event_time=T0,
+        probability=0.8,
+        decision=Decision.APPROVE,
+        model_name="m",
+        model_version="1",
+        features={"income": 50_000.0, "loan_purpose": "car"},
+        received_at=T0,
+        scored_at=T0,
+    )
+    outcome = Outcome(application_id="a1", label=1, outcome_time=T0 + timedelta(days=30))
+    assert messages(c, "prediction", "ok") == 0.0  # every series shows from the start
+    assert c.on_prediction(prediction.to_json(), ("loan.predictions", 0, 5)) == []
+    ((topic, key, value, timestamp),) = c.on_outcome(outcome.to_json(), ("loan.outcomes", 0, 7))
+    expected = LabelledExample(
+        application_id="a1",
+        event_time=T0,
+        outcome_time=T0 + timedelta(days=30),
+        features={"income": 50_000.0, "loan_purpose": "car"},
+        probability=0.8,
+        decision=Decision.APPROVE,
+        model_name="m",
+        model_version="1",
+        label=1,
+    )
+    assert (topic, key, value) == (LABELLED, b"a1", expected.to_json())
+    assert timestamp == (T0 + timedelta(days=30)).timestamp()
+    ((topic, _, letter, _),) = c.on_outcome(b'{"application_id": "a2"}', ("loan.outcomes", 1, 9))
+    assert topic == DEAD_LETTER
+    assert DeadLetter.from_json(letter).reason == "invalid_outcome"
+    counts = [messages(c, k, r) for k in ("prediction", "outcome") for r in ("ok", "dead_letter")]
+    assert counts == [1.0, 0.0, 1.0, 1.0]
