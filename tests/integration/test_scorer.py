@@ -216,9 +216,10 @@ def test_hot_swap_under_two_thousand_per_second(
         f"from the swap); within 1 s of the swap {max(around):.3f} s; median "
         f"{sorted(g for g, _ in gaps)[len(gaps) // 2]:.3f} s"
     )
-    # The issue asks for under 100 ms. On this 2-core machine, with the broker and the producer
-    # beside the scorer, batches come every ~70 ms and the gap at the swap measured 107-173 ms:
-    # not met (see the closing note). This bound catches a swap that stalls scoring.
+    # The issue asks for under 100 ms. On this 2-core machine (broker and producer beside the
+    # scorer), batches come every ~65 ms; within 1 s of the swap the gap measured 84-104 ms on a
+    # quiet machine, and 150-316 ms a few seconds earlier while the loader process starts: not
+    # met (see the closing note). This bound catches a swap that stalls scoring.
     assert max(around) < 0.25
 
 
