@@ -142,7 +142,7 @@ def run_join(events: Events, lag: int, pipeline: DetectionPipeline | None) -> in
             now = p.event_time
             if pipeline is not None:
                 pipeline.on_prediction(p)
-            example = joiner.on_prediction(p, now, raw_p[i])
+            example = joiner.on_prediction(p, raw_p[i])
             if example is not None:
                 joined += 1
                 if pipeline is not None:

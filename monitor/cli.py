@@ -129,11 +129,12 @@ def report(
 def _reference(frame: Any, tracking_uri: str, settings: Any) -> dict[str, Any] | None:
     """The training reference of the newest model version in the data, if MLflow has it."""
     from loanstream.models import download_and_load
+    from monitor.service import version_order
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).exists():
         console.print(f"[yellow]no MLflow store at {tracking_uri}: the first window stands in[/]")
         return None
-    versions = sorted({str(v) for v in frame["model_version"]}, key=_order)
+    versions = sorted({str(v) for v in frame["model_version"]}, key=version_order)
     try:
         model = download_and_load(
             f"models:/{settings.model_name}/{versions[-1]}",
@@ -150,10 +151,6 @@ def _reference(frame: Any, tracking_uri: str, settings: Any) -> dict[str, Any] |
         return None
     reference: dict[str, Any] = model.reference
     return reference
-
-
-def _order(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (0, version)
 
 
 def register(app: typer.Typer) -> None:

@@ -102,7 +102,7 @@ class Joiner:
     >>> joiner = Joiner({}, {}, label_ttl=timedelta(days=400), orphan_ttl=timedelta(hours=1))
     >>> joiner.on_outcome(o, now=t) is None  # the outcome came first: it waits
     True
-    >>> joiner.on_prediction(p, now=t).label
+    >>> joiner.on_prediction(p).label
     1
     """
 
@@ -138,7 +138,7 @@ class Joiner:
         self._parsed.clear()  # another worker may have written these keys meanwhile
 
     def on_prediction(
-        self, prediction: Prediction, now: datetime, raw: bytes | None = None
+        self, prediction: Prediction, raw: bytes | None = None
     ) -> LabelledExample | None:
         key = prediction.application_id
         waiting = self.outcomes.pop(key, None)

@@ -265,17 +265,38 @@ class DetectionPipeline:
             drift_event_id=event.event_id,
         )
 
-    def _event_id(self, signal: DriftSignal, subject: str, position: int) -> str:
-        """The same detection gets the same id, so a replayed one is recognised downstream."""
-        key = f"{self.model_name}:{self.model_version}:{signal.value}:{subject}:{position}"
-        return f"drift-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+    def _event(
+        self,
+        signal: DriftSignal,
+        subject: str,
+        first_event_time: datetime,
+        confirmed_event_time: datetime,
+        **evidence: Any,
+    ) -> DriftEvent:
+        """One DriftEvent of this model version. The same detection (signal, subject, position)
+        gets the same id, so a replayed one is recognised downstream."""
+        key = (
+            f"{self.model_name}:{self.model_version}:{signal.value}:{subject}:"
+            f"{evidence['confirmed_position']}"
+        )
+        return DriftEvent(
+            event_id=f"drift-{hashlib.sha256(key.encode()).hexdigest()[:20]}",
+            signal=signal,
+            first_event_time=first_event_time,
+            confirmed_event_time=confirmed_event_time,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            **evidence,
+        )
 
     def _data_event(self, drift: DataDrift, now: datetime) -> DriftEvent:
         signal = DriftSignal.PREDICTION if drift.signal == "prediction" else DriftSignal.DATA
         times = self.positions.times["predictions"]
-        return DriftEvent(
-            event_id=self._event_id(signal, drift.feature, drift.confirmed_position),
-            signal=signal,
+        return self._event(
+            signal,
+            drift.feature,
+            times.at(drift.first_position, now),
+            times.at(drift.confirmed_position, now),
             detector=f"psi[{drift.band}]",
             feature=None if signal == DriftSignal.PREDICTION else drift.feature,
             statistic=drift.statistic,
@@ -284,17 +305,15 @@ class DetectionPipeline:
             window_size=drift.window_size,
             first_position=drift.first_position,
             confirmed_position=drift.confirmed_position,
-            first_event_time=times.at(drift.first_position, now),
-            confirmed_event_time=times.at(drift.confirmed_position, now),
-            model_name=self.model_name,
-            model_version=self.model_version,
         )
 
     def _concept_event(self, drift: ConceptDrift, now: datetime) -> DriftEvent:
         times = self.positions.times["labelled"]
-        return DriftEvent(
-            event_id=self._event_id(DriftSignal.CONCEPT, drift.detector, drift.confirmed_position),
-            signal=DriftSignal.CONCEPT,
+        return self._event(
+            DriftSignal.CONCEPT,
+            drift.detector,
+            times.at(drift.first_position, now),
+            times.at(drift.confirmed_position, now),
             detector=drift.detector,
             statistic=drift.statistic,
             threshold=drift.threshold,
@@ -302,18 +321,16 @@ class DetectionPipeline:
             window_size=drift.window_size,
             first_position=drift.first_position,
             confirmed_position=drift.confirmed_position,
-            first_event_time=times.at(drift.first_position, now),
-            confirmed_event_time=times.at(drift.confirmed_position, now),
-            model_name=self.model_name,
-            model_version=self.model_version,
         )
 
     def _segment_event(self, drift: SegmentDrift, now: datetime) -> DriftEvent:
         """A segment repaying less than promised: ``statistic`` is the CUSUM that crossed."""
         subject = f"{self.config.segment}={drift.segment}"
-        return DriftEvent(
-            event_id=self._event_id(DriftSignal.PERFORMANCE, subject, drift.confirmed_position),
-            signal=DriftSignal.PERFORMANCE,
+        return self._event(
+            DriftSignal.PERFORMANCE,
+            subject,
+            datetime.fromtimestamp(drift.first_seconds, UTC),
+            now,
             detector=f"segment-cusum[{drift.effect:g}]",
             feature=subject,
             statistic=drift.statistic,
@@ -321,10 +338,6 @@ class DetectionPipeline:
             window_size=drift.events,
             first_position=drift.first_position,
             confirmed_position=drift.confirmed_position,
-            first_event_time=datetime.fromtimestamp(drift.first_seconds, UTC),
-            confirmed_event_time=now,
-            model_name=self.model_name,
-            model_version=self.model_version,
         )
 
 

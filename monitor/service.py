@@ -77,7 +77,7 @@ class MonitorCore:
         pipeline = self._pipeline(prediction.model_version, "prediction")
         if pipeline is not None:
             out += self._detections(pipeline.on_prediction(prediction))
-        joined = self.joiner.on_prediction(prediction, datetime.now(UTC), value)
+        joined = self.joiner.on_prediction(prediction, value)
         return out + (self._labelled(joined) if joined else [])
 
     def on_outcome(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
@@ -114,7 +114,7 @@ class MonitorCore:
                 self.settings.model_name, version, reference, self.spec, self.settings.pipeline()
             )
             self.pipelines[version] = pipeline
-            for old in sorted(self.pipelines, key=_version_order)[:-KEEP_VERSIONS]:
+            for old in sorted(self.pipelines, key=version_order)[:-KEEP_VERSIONS]:
                 del self.pipelines[old]
         return pipeline
 
@@ -210,5 +210,6 @@ class MonitorCore:
         return sorted(self.pipelines)
 
 
-def _version_order(version: str) -> tuple[int, str]:
+def version_order(version: str) -> tuple[int, str]:
+    """Numbered versions (MLflow's) by number, after any other name."""
     return (int(version), "") if version.isdigit() else (0, version)

@@ -1,12 +1,18 @@
-"""A `loanstream` service in its own process, as an operator runs it."""
+"""A `loanstream` service in its own process, as an operator runs it, and a wait on what it
+reports over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 
 class Service:
@@ -28,3 +34,14 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60.0, every_s: float = 0.5) -> bool:
+    """Whether ``check()`` came true within ``timeout_s``; a service not answering yet is no."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if check():
+                return True
+        time.sleep(every_s)
+    return False

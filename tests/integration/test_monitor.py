@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +34,7 @@ from producer.outcomes import LabelPolicy
 from producer.scenarios import load_scenario
 from producer.world import load_world
 from tests.integration.consume import read_all
-from tests.integration.processes import Service
+from tests.integration.processes import Service, wait_for
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, publish, training_round
@@ -93,16 +91,6 @@ def metric(port: int, name: str, labels: str) -> float:
         if line.startswith(f"{name}{{{labels}}}"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def wait_for(check: object, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if check():  # type: ignore[operator]
-                return True
-        time.sleep(0.5)
-    return False
 
 
 def test_a_concept_drift_gives_a_drift_event_and_exactly_one_retrain_request(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import random
@@ -32,7 +31,7 @@ from producer.scenarios import load_scenario
 from producer.world import load_world
 from tests.helpers import application_json
 from tests.integration.consume import read_all
-from tests.integration.processes import Service
+from tests.integration.processes import Service, wait_for
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, publish, training_round
@@ -264,12 +263,7 @@ def test_graceful_rebalances_lose_no_application(
     scored_by_joiner: list[float] = []
 
     def leave() -> None:  # once it has scored: its start-up takes seconds on a busy machine
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if scored(port) > 0:
-                    break
-            time.sleep(0.5)
+        wait_for(lambda: scored(port) > 0, timeout_s=90)
         time.sleep(2)
         scored_by_joiner.append(scored(port))
         joined[0].stop(signal.SIGTERM)
@@ -304,13 +298,9 @@ def test_graceful_rebalances_lose_no_application(
 
 def wait_for_model(port: int, version: str, timeout_s: float = 90) -> None:
     """Until the worker's REST API says it scores with ``version``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/v1/model").json().get("version") == version:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"the worker did not load version {version} in {timeout_s:.0f} s")
+    url = f"http://127.0.0.1:{port}/v1/model"
+    if not wait_for(lambda: httpx.get(url).json().get("version") == version, timeout_s, 0.3):
+        raise AssertionError(f"the worker did not load version {version} in {timeout_s:.0f} s")
 
 
 def scored(port: int) -> float:

@@ -48,10 +48,10 @@ def joiner(
 
 def test_joins_in_either_order_and_carries_everything_retraining_needs() -> None:
     j = joiner()
-    assert j.on_prediction(prediction(1), T0) is None
+    assert j.on_prediction(prediction(1)) is None
     first = j.on_outcome(outcome(1, 30, label=0), T0)
     assert j.on_outcome(outcome(2, 31), T0) is None  # before its prediction: it waits
-    second = j.on_prediction(prediction(2), T0)
+    second = j.on_prediction(prediction(2))
     assert first is not None and second is not None
     assert (first.application_id, first.label, first.probability) == ("a1", 0, 0.8)
     assert first.features == {"income": 50_000.0}
@@ -63,18 +63,18 @@ def test_joins_in_either_order_and_carries_everything_retraining_needs() -> None
 
 def test_duplicates_of_either_side_are_counted_never_joined_twice() -> None:
     j = joiner()
-    j.on_prediction(prediction(1), T0)
-    j.on_prediction(prediction(1), T0)  # the scorer redelivered it
+    j.on_prediction(prediction(1))
+    j.on_prediction(prediction(1))  # the scorer redelivered it
     assert j.on_outcome(outcome(1, 5), T0) is not None
-    assert j.on_prediction(prediction(1), T0) is None  # after the join
+    assert j.on_prediction(prediction(1)) is None  # after the join
     assert j.on_outcome(outcome(1, 5), T0) is None
     assert (j.counts().joined, j.counts().duplicates, j.counts().pending) == (1, 3, 0)
 
 
 def test_a_prediction_expires_when_the_label_clock_passes_its_ttl() -> None:
     j = joiner()
-    j.on_prediction(prediction(1, day=0), T0)
-    j.on_prediction(prediction(2, day=50), T0)
+    j.on_prediction(prediction(1, day=0))
+    j.on_prediction(prediction(2, day=50))
     j.on_outcome(outcome(3, 100), T0)  # label clock at day 100: nothing older than day 0 yet
     assert j.expire(T0).expired == 0
     j.on_outcome(outcome(4, 101), T0)  # day 101: a1 (day 0) is past 100 days, a2 is not
@@ -96,14 +96,14 @@ def test_state_lives_in_the_stores_and_a_new_joiner_carries_on() -> None:
     predictions: dict[str, bytes] = {}
     outcomes: dict[str, bytes] = {}
     before = joiner(predictions, outcomes)
-    before.on_prediction(prediction(1, day=0), T0)
-    before.on_prediction(prediction(2, day=20), T0)
+    before.on_prediction(prediction(1, day=0))
+    before.on_prediction(prediction(2, day=20))
     before.on_outcome(outcome(3, 5), T0)
     after = joiner(predictions, outcomes)  # a restart: same (changelogged) stores
     after.restore(T0)
     joined = after.on_outcome(outcome(2, 40), T0)
     assert joined is not None and joined.application_id == "a2"
-    assert after.on_prediction(prediction(3), T0) is not None
+    assert after.on_prediction(prediction(3)) is not None
     after.on_outcome(outcome(9, 101), T0)
     assert after.expire(T0).expired == 1  # a1, found again in the store after the restart
 
@@ -155,7 +155,7 @@ def test_a_join_reuses_the_parsed_prediction_and_parses_what_it_did_not_keep(
     parsed = counting_parses(monkeypatch)
     j = joiner(parsed_size=2)
     for i in (1, 2, 3):  # a1 is pushed out of the two kept parsed
-        j.on_prediction(prediction(i, day=i), T0)
+        j.on_prediction(prediction(i, day=i))
     joined = [j.on_outcome(outcome(i, 40), T0) for i in (3, 2, 1)]
     assert parsed == [prediction(1, day=1).to_json()]  # a1 alone came back from the store
     assert joined == [labelled(prediction(i, day=i), outcome(i, 40)) for i in (3, 2, 1)]
@@ -164,7 +164,7 @@ def test_a_join_reuses_the_parsed_prediction_and_parses_what_it_did_not_keep(
 def test_after_a_rebalance_the_store_is_believed_not_the_parsed_copy() -> None:
     store: dict[str, bytes] = {}
     j = joiner(store)
-    j.on_prediction(prediction(1), T0)
+    j.on_prediction(prediction(1))
     store["a1"] = prediction(1, day=3).to_json()  # written by the partition's other owner
     j.restore(T0)
     joined = j.on_outcome(outcome(1, 30), T0)
