@@ -105,7 +105,7 @@ def build_app(
 
     rebalanced = [True]
 
-    async def consume(stream: Any, handle: Any) -> None:
+    async def consume(stream: Any, kind: str, handle: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             if rebalanced[0]:  # agents resume only once the tables are recovered
                 rebalanced[0] = False
@@ -113,24 +113,21 @@ def build_app(
             outgoing = []
             for event in events:
                 m = event.message
+                position = (m.topic, m.partition, m.offset)
                 try:
-                    outgoing += handle(m.value, (m.topic, m.partition, m.offset))
-                except Exception:  # a bug must not stop the join: log it with its position
-                    logger.exception(
-                        "monitor failed on topic=%s partition=%s offset=%s",
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                    )
+                    outgoing += handle(m.value, position)
+                except Exception as err:  # a bug must not stop the join, nor lose the record
+                    logger.exception("monitor failed on %s; dead-lettered as internal", position)
+                    outgoing.append(core.dead_letter_of(m.value, position, kind, "internal", err))
             await send_all(app, outgoing)
 
     @app.agent(source(PREDICTIONS)[1], concurrency=1)
     async def predictions(stream: Any) -> None:
-        await consume(stream, core.on_prediction)
+        await consume(stream, "prediction", core.on_prediction)
 
     @app.agent(source(OUTCOMES)[1], concurrency=1)
     async def outcomes(stream: Any) -> None:
-        await consume(stream, core.on_outcome)
+        await consume(stream, "outcome", core.on_outcome)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:

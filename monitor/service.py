@@ -71,7 +71,7 @@ class MonitorCore:
         try:
             prediction = Prediction.from_json(value or b"")
         except (ValidationError, ValueError) as err:
-            return [self._dead(value, source, "invalid_prediction", err)]
+            return [self.dead_letter_of(value, source, "prediction", "invalid_prediction", err)]
         self._counted["prediction", "ok"].inc()
         out: list[Outgoing] = []
         pipeline = self._pipeline(prediction.model_version, "prediction")
@@ -84,7 +84,7 @@ class MonitorCore:
         try:
             outcome = Outcome.from_json(value or b"")
         except (ValidationError, ValueError) as err:
-            return [self._dead(value, source, "invalid_outcome", err)]
+            return [self.dead_letter_of(value, source, "outcome", "invalid_outcome", err)]
         self._counted["outcome", "ok"].inc()
         joined = self.joiner.on_outcome(outcome, datetime.now(UTC), value)
         return self._labelled(joined) if joined else []
@@ -146,10 +146,19 @@ class MonitorCore:
             out.append((self.topics[RETRAIN_REQUESTS], key, request.to_json(), None))
         return out
 
-    def _dead(
-        self, value: bytes | None, source: tuple[str, int, int], reason: str, err: Exception
+    def dead_letter_of(
+        self,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        kind: str,
+        reason: str,
+        err: Exception,
     ) -> Outgoing:
-        kind = "prediction" if reason == "invalid_prediction" else "outcome"
+        """The dead letter for a `kind` ("prediction" or "outcome") record that could not be used.
+
+        `reason` is "invalid_prediction"/"invalid_outcome" for a record that breaks its contract,
+        "internal" for one the monitor failed on (a bug): either way the record is kept, not lost.
+        """
         self._counted[kind, "dead_letter"].inc()
         topic, partition, offset = source
         letter = DeadLetter.of(
@@ -159,7 +168,7 @@ class MonitorCore:
             key=None,
             value=(value or b"")[: 64 * 1024],
             reason=reason,
-            error=str(err)[:4000],
+            error=f"{type(err).__name__}: {err}"[:4000],
             service="monitor",
         )
         return (self.dead_letter, None, letter.to_json(), None)

@@ -68,3 +68,24 @@ def test_a_joined_pair_goes_out_as_the_labelled_contract_and_every_message_is_co
     assert DeadLetter.from_json(letter).reason == "invalid_outcome"
     counts = [messages(c, k, r) for k in ("prediction", "outcome") for r in ("ok", "dead_letter")]
     assert counts == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_a_record_the_monitor_fails_on_is_dead_lettered_as_internal_with_its_position(
+    tmp_path: Path,
+) -> None:
+    c = core(tmp_path)
+    err = KeyError("segment")
+    topic, key, value, _ = c.dead_letter_of(
+        b'{"application_id": "a3"}', ("loan.predictions", 2, 41), "prediction", "internal", err
+    )
+    letter = DeadLetter.from_json(value)
+    assert (topic, key) == (DEAD_LETTER, None)
+    assert (letter.reason, letter.source_topic, letter.partition, letter.offset) == (
+        "internal",
+        "loan.predictions",
+        2,
+        41,
+    )
+    assert letter.error == "KeyError: 'segment'"
+    assert letter.service == "monitor"
+    assert messages(c, "prediction", "dead_letter") == 1.0
