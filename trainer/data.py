@@ -4,6 +4,7 @@ against the spec, and split by time (train on older, validate and test on newer)
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,8 +61,19 @@ def labelled_frame(rows: pd.DataFrame, spec: FeatureSpec) -> tuple[pd.DataFrame,
     return good, len(checked.rejections) + int((~keep).sum())
 
 
+TEST_SHARE = VALIDATE_SHARE = 0.15
+
+
+def rows_to_train(min_rows: int) -> int:
+    """How many labelled rows a window needs so that its training split holds ``min_rows``."""
+    return math.ceil(round(min_rows / (1 - TEST_SHARE - VALIDATE_SHARE), 6))  # 700/0.7 is 1000
+
+
 def time_split(
-    frame: pd.DataFrame, spec: FeatureSpec, test: float = 0.15, validate: float = 0.15
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    test: float = TEST_SHARE,
+    validate: float = VALIDATE_SHARE,
 ) -> Split:
     """Oldest rows train; the newer validation share is halved into calibrate and validate."""
     ordered = frame.sort_values(spec.event_time_column, kind="stable").reset_index(drop=True)

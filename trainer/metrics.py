@@ -25,6 +25,11 @@ class TrainerMetrics:
             buckets=(5, 10, 30, 60, 120, 300, 600, 1200),
             registry=registry,
         )
+        self.rows_missing = Gauge(
+            "loanstream_trainer_rows_missing",
+            "Labelled rows a waiting retrain request still needs before it can train",
+            registry=registry,
+        )
         self.champion = Gauge(
             "loanstream_trainer_champion_version",
             "Version of the current champion",

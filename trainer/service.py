@@ -4,6 +4,11 @@ Requests that arrive while a round runs queue up in Kafka; when the round ends t
 together, and those that arrived before it finished are counted as covered by it, not trained
 again. A round trains on the window the requests name (the union of their windows) or, if none
 names one, on the newest ``recent_window_days`` of labelled event time.
+
+A drift is confirmed a few hundred labelled rows after it began, far too few to train on: a
+request whose window is still short waits (up to ``wait_for_rows_s``) until enough outcomes of
+the new regime have been labelled. The request stays uncommitted meanwhile, so a trainer killed
+while it waits reads it again.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from loanstream.errors import LoanStreamError
 from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
 from loanstream.spec import FeatureSpec
 from loanstream.topics import DEAD_LETTER, RETRAIN_REQUESTS
-from trainer.data import read_labelled
+from trainer.data import read_labelled, rows_to_train
 from trainer.metrics import TrainerMetrics
 from trainer.pipeline import RoundResult, options_from, training_round
 from trainer.registry import Registry
@@ -101,19 +106,52 @@ class RetrainService:
             requests.append(request)
         return requests
 
-    def handle(self, requests: list[RetrainRequest]) -> RoundResult | None:
+    def window_frame(self, window: Window) -> pd.DataFrame:
+        """The labelled rows a round trains on: the window's, or the newest recent_window_days."""
+        frame = read_labelled(self.kafka, self.spec, window.start, window.end)
+        if window.start is None and window.end is None and len(frame):
+            times = pd.to_datetime(frame[self.spec.event_time_column], utc=True)
+            recent = times >= times.max() - pd.Timedelta(days=self.settings.recent_window_days)
+            frame = frame[recent]
+        return frame
+
+    def wait_for_rows(self, window: Window, stop: threading.Event) -> pd.DataFrame | None:
+        """The window's rows once they are enough to train on, or whatever the wait ends with;
+        None if the service was stopped while it waited."""
+        needed = rows_to_train(self.settings.min_rows)
+        deadline = time.monotonic() + self.settings.wait_for_rows_s
+        frame = self.window_frame(window)
+        while len(frame) < needed and time.monotonic() < deadline:
+            logger.info(
+                "retrain waits for labelled rows since %s: %d of the %d it needs",
+                window.start,
+                len(frame),
+                needed,
+            )
+            self.metrics.rows_missing.set(needed - len(frame))
+            if stop.wait(self.settings.rows_poll_s):
+                return None
+            frame = self.window_frame(window)
+        self.metrics.rows_missing.set(0)
+        return frame
+
+    def handle(
+        self, requests: list[RetrainRequest], stop: threading.Event | None = None
+    ) -> RoundResult | None:
         """One training round for a batch of requests; failures are logged and counted."""
         if not requests:
             return None
+        try:
+            frame = self.wait_for_rows(union_window(requests), stop or threading.Event())
+        except LoanStreamError as err:
+            self.metrics.rounds.labels("failed").inc()
+            logger.error("retrain failed reading its rows: %s", err)
+            return None
+        if frame is None:
+            return None  # stopped while waiting: the requests stay uncommitted, read again
         self.metrics.requests.labels("trained").inc(len(requests))
-        window = union_window(requests)
         began = time.monotonic()
         try:
-            frame = read_labelled(self.kafka, self.spec, window.start, window.end)
-            if window.start is None and window.end is None and len(frame):
-                times = pd.to_datetime(frame[self.spec.event_time_column], utc=True)
-                recent = times >= times.max() - pd.Timedelta(days=self.settings.recent_window_days)
-                frame = frame[recent]
             result = training_round(
                 frame,
                 self.spec,
@@ -131,6 +169,10 @@ class RetrainService:
             self.metrics.rounds.labels("failed").inc()
             logger.error("retrain failed: %s", err)
             return None
+        except Exception:  # a bug in one round must not end the service: count it, keep serving
+            self.metrics.rounds.labels("failed").inc()
+            logger.exception("retrain failed unexpectedly")
+            return None
         finally:
             self.metrics.seconds.observe(time.monotonic() - began)
             self.last_round_end_ms = int(time.time() * 1000)
@@ -142,11 +184,16 @@ class RetrainService:
     def run(self, stop: threading.Event, group_id: str = "loanstream-trainer") -> None:
         topic = self.kafka.topic(RETRAIN_REQUESTS)
         dead = IdempotentProducer(self.kafka)
-        with CommittingConsumer(self.kafka, group_id, [topic]) as consumer:
+        # A round may wait for rows and then train for minutes without polling: the group must
+        # not count the trainer as dead meanwhile (librdkafka's default allows 5 minutes).
+        overrides = {"max.poll.interval.ms": 3_600_000}
+        with CommittingConsumer(self.kafka, group_id, [topic], overrides) as consumer:
             logger.info("trainer waiting for retrain requests on %s", topic)
             for batch in consumer.batches(max_messages=100, timeout=1.0):
                 if stop.is_set():
                     break  # this batch stays uncommitted: the next start reads it again
-                self.handle(self.parse(batch, dead))
+                self.handle(self.parse(batch, dead), stop)
+                if stop.is_set():
+                    break  # stopped mid-round or while waiting for rows: read again next start
                 dead.poll(0)
         dead.flush()

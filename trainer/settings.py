@@ -30,6 +30,12 @@ class TrainerSettings(BaseSettings):
     calibration_tolerance: float = Field(default=0.005, ge=0)
     recent_window_days: float = Field(default=90.0, gt=0)
     min_rows: int = Field(default=2000, ge=100)
+    wait_for_rows_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="how long a request whose window is still too short waits for labelled rows",
+    )
+    rows_poll_s: float = Field(default=5.0, gt=0, description="how often it looks again")
     metrics_port: int | None = None
 
     def resolved_tracking_uri(self) -> str:

@@ -100,7 +100,8 @@ def train(
             cv=TimeSeriesSplit(n_splits=3),
             scoring="neg_log_loss",
             factor=3,
-            min_resources=max(1000, len(split.train) // 9),
+            # never more than there is: below 1,000 rows the search is one full-data round
+            min_resources=min(len(split.train), max(1000, len(split.train) // 9)),
             random_state=options.seed,
             n_jobs=1,
             error_score="raise",

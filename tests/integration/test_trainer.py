@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from loanstream.config import KafkaSettings
 from loanstream.contracts import Decision, LabelledExample, ModelUpdate, RetrainRequest
 from loanstream.kafka.clients import IdempotentProducer
+from loanstream.spec import FeatureSpec
 from loanstream.topics import LABELLED, MODEL_UPDATES, RETRAIN_REQUESTS, create_topics
 from producer.outcomes import OUTCOME_TIME
 from tests.integration.consume import read_all
@@ -33,12 +34,8 @@ def value(metric: CollectorRegistry, name: str, labels: dict[str, str]) -> float
     return metric.get_sample_value(name, labels) or 0.0
 
 
-def test_a_retrain_request_registers_a_version_and_publishes_one_update(
-    kafka: KafkaSettings, tmp_path: Path
-) -> None:
-    create_topics(kafka)
-    frame, spec = history(8000, seed=9)
-    labelled = frame[frame[OUTCOME_TIME].notna()]
+def send_labelled(kafka: KafkaSettings, labelled: pd.DataFrame, spec: FeatureSpec) -> None:
+    """History rows as the monitor writes them to loan.labelled, stamped with outcome time."""
     with IdempotentProducer(kafka) as producer:
         for row in labelled.itertuples(index=False):
             data = row._asdict()
@@ -59,6 +56,15 @@ def test_a_retrain_request_registers_a_version_and_publishes_one_update(
                 example.to_json(),
                 timestamp_ms=int(data[OUTCOME_TIME].timestamp() * 1000),
             )
+
+
+def test_a_retrain_request_registers_a_version_and_publishes_one_update(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    create_topics(kafka)
+    frame, spec = history(8000, seed=9)
+    labelled = frame[frame[OUTCOME_TIME].notna()]
+    send_labelled(kafka, labelled, spec)
 
     settings = TrainerSettings(
         data_dir=tmp_path, candidates=("logistic",), search_candidates=2, recent_window_days=3650
@@ -142,3 +148,65 @@ def test_a_retrain_request_registers_a_version_and_publishes_one_update(
     assert not worse.promoted and worse.version.version == "2"
     assert registry.champion().version == "1"  # type: ignore[union-attr]
     assert len(read_all(kafka, kafka.topic(MODEL_UPDATES), 1, settle_s=2.0)) == 1
+
+
+def test_a_request_for_a_new_regime_waits_until_enough_of_it_is_labelled(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """A drift is confirmed when only a few hundred rows of the new regime are labelled: the
+    request waits for enough of them, then trains on the window it names and nothing older."""
+    create_topics(kafka)
+    frame, spec = history(3000, seed=10)
+    labelled = frame[frame[OUTCOME_TIME].notna()].sort_values(spec.event_time_column)
+    onset = labelled[spec.event_time_column].iloc[1000]
+    settings = TrainerSettings(
+        data_dir=tmp_path,
+        candidates=("logistic",),
+        search_candidates=2,
+        min_rows=700,  # the window needs 1,000 rows
+        rows_poll_s=0.5,
+    )
+    send_labelled(kafka, labelled.iloc[:1500], spec)  # 500 rows since the onset
+    metrics_registry = CollectorRegistry()
+    service = RetrainService(
+        kafka,
+        spec,
+        settings,
+        Registry(settings),
+        TrainerMetrics(metrics_registry),
+        lambda update: publish(kafka, update),
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
+    worker.start()
+    try:
+        with IdempotentProducer(kafka) as producer:
+            r = RetrainRequest(
+                request_id="r1",
+                model_name=settings.model_name,
+                reason="concept drift confirmed",
+                requested_by="test",
+                window_start=onset.to_pydatetime(),
+            )
+            producer.produce(kafka.topic(RETRAIN_REQUESTS), b"m", r.to_json())
+        wait_for(lambda: value(metrics_registry, "loanstream_trainer_rows_missing", {}) == 500)
+        assert (
+            value(metrics_registry, "loanstream_trainer_requests_total", {"outcome": "trained"})
+            == 0
+        )
+        send_labelled(kafka, labelled.iloc[1500:2100], spec)
+        wait_for(
+            lambda: (
+                value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "promoted"})
+                == 1
+            )
+        )
+    finally:
+        stop.set()
+        worker.join(30)
+    assert value(metrics_registry, "loanstream_trainer_rows_missing", {}) == 0
+    (run,) = Registry(settings).list_versions()
+    in_window = int((labelled[spec.event_time_column].iloc[:2100] >= onset).sum())
+    # "rows" counts the training split, 70% of the window: the 700 asked for, nothing older
+    # (the window plus the older rows would make 1,470)
+    assert 700 <= int(run["rows"]) <= 0.7 * in_window + 1

@@ -8,9 +8,10 @@ import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
 from loanstream.contracts import ModelUpdate
+from loanstream.errors import LoanStreamError
 from loanstream.models import ModelRejected, load_model_file, sha256_of
 from tests.trainer_data import history
-from trainer.data import labelled_frame, time_split
+from trainer.data import labelled_frame, rows_to_train, time_split
 from trainer.pipeline import options_from, training_round
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
@@ -49,6 +50,17 @@ def test_training_is_reproducible_to_the_last_digit(data) -> None:  # type: igno
         time_split(good, spec), spec, options_from(settings, **FAST, shuffle_labels=True)
     )
     assert shuffled.calibrated["auc"] < 0.6
+
+
+def test_a_window_just_above_the_smallest_allowed_trains(data) -> None:  # type: ignore[no-untyped-def]
+    """The retrain window after a drift can be small; the search must fit what there is."""
+    good, spec = data
+    settings = TrainerSettings(data_dir=Path("/nonexistent"), min_rows=300)
+    window = good.iloc[: rows_to_train(300)]
+    result = train(time_split(window, spec), spec, options_from(settings, **FAST))
+    assert result.calibrated["auc"] > 0.65  # 300 rows: well above chance, short of 12,000
+    with pytest.raises(LoanStreamError, match="at least 300 labelled rows, got 299"):
+        train(time_split(window.iloc[:-2], spec), spec, options_from(settings, **FAST))
 
 
 def test_register_promote_refuse_a_worse_challenger_and_load_verified(
