@@ -52,8 +52,9 @@ class KafkaSettings(BaseSettings):
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
         }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.security_protocol.startswith("SASL"):
+            # librdkafka would default to GSSAPI, Faust to PLAIN: both get the same one
+            conf["sasl.mechanism"] = self.sasl_mechanism or "PLAIN"
         if self.sasl_username:
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:

@@ -55,6 +55,7 @@ def faust_app(
         app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(kafka),
+        broker_client_id=kafka.client_id,
         store="memory://",
         datadir=tempfile.mkdtemp(prefix="loanstream-faust-"),
         value_serializer="raw",
