@@ -8,6 +8,7 @@ unreachable, sha256 mismatch, untrusted type) keeps the old model, is counted an
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 from pydantic import ValidationError
@@ -51,16 +53,42 @@ def _loader_started(niceness: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def load_elsewhere(update: ModelUpdate, tracking_uri: str, niceness: int = 5) -> LoadedModel:
-    """Download, verify and compile in a fresh process, so its CPU work (MLflow, skops) never
-    holds this process's GIL while batches are scored; only the verified model comes back."""
-    context = multiprocessing.get_context("spawn")  # never fork a process with threads
-    # At a low priority: on a small machine the loader must not take the scorer's core. Not at
-    # 19, nor 10: on a busy 2-core machine those starved it and a swap waited for minutes.
-    with ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=_loader_started, initargs=(niceness,)
-    ) as pool:
-        future = pool.submit(
+def _imports() -> None:
+    """In the loader process, at start: pay for the heavy imports before any swap needs them."""
+    for module in ("mlflow.artifacts", "skops.io", "sklearn.calibration", "sklearn.ensemble"):
+        importlib.import_module(module)
+
+
+class Loader:
+    """A process of its own that downloads, verifies and compiles models, so their CPU work
+    (MLflow, skops) never holds the scorer's GIL while batches are scored; only the verified
+    model comes back.
+
+    It is started, and its imports paid for (~5 s of CPU), when the scorer starts: a swap then
+    costs only the model's own download and load, which matters on a busy machine where the
+    loader runs at a lower priority than the scorer (see ``niceness``).
+    """
+
+    def __init__(self, niceness: int = 5) -> None:
+        self.niceness = niceness
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        # Not at nice 19, nor 10: on a busy 2-core machine those starved it and a swap waited
+        # for minutes. "spawn": never fork a process with threads.
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_loader_started,
+            initargs=(self.niceness,),
+        )
+        self._pool.submit(_imports).result(timeout=600)
+
+    def load(self, update: ModelUpdate, tracking_uri: str) -> LoadedModel:
+        if self._pool is None:
+            self.start()
+        assert self._pool is not None
+        future = self._pool.submit(
             load_compiled,
             update.model_uri,
             tracking_uri,
@@ -68,7 +96,16 @@ def load_elsewhere(update: ModelUpdate, tracking_uri: str, niceness: int = 5) ->
             update.model_name,
             update.version,
         )
-        return future.result(timeout=600)
+        try:
+            return future.result(timeout=600)
+        except BrokenProcessPool:  # the loader died (killed, out of memory): a new one next time
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -94,11 +131,13 @@ class ModelWatcher(threading.Thread):
         self.metrics = metrics
         self.stopping = threading.Event()
         self.loaded_sha256: str | None = None
+        self.loader = Loader(settings.loader_niceness)
 
     def run(self) -> None:
         topic = self.kafka.topic(MODEL_UPDATES)
         consumer = whole_topic_reader(self.kafka, topic)
         try:
+            self.loader.start()
             while not self.stopping.is_set():
                 latest: ModelUpdate | None = None
                 for msg in consumer.consume(100, 0.5):  # keep only the newest of a burst
@@ -111,6 +150,7 @@ class ModelWatcher(threading.Thread):
             raise
         finally:
             consumer.close()
+            self.loader.close()
 
     def _parse(self, value: bytes | None) -> ModelUpdate | None:
         try:
@@ -124,10 +164,9 @@ class ModelWatcher(threading.Thread):
     def load(self, update: ModelUpdate) -> None:
         if update.sha256 == self.loaded_sha256:
             return
+        logger.info("model update: %s v%s; loading it", update.model_name, update.version)
         try:
-            model = load_elsewhere(
-                update, self.settings.resolved_tracking_uri(), self.settings.loader_niceness
-            )
+            model = self.loader.load(update, self.settings.resolved_tracking_uri())
         except (LoanStreamError, OSError, KeyError) as err:
             self.metrics.model_loads.labels("failed").inc()
             logger.error(
