@@ -75,6 +75,9 @@ class ByteKeys(MutableMapping[str, bytes]):
         return len(self.table)
 
 
+CHANGELOG_IN_FLIGHT = 20_000
+
+
 def build_app(
     kafka: KafkaSettings, settings: MonitorSettings, make_core: Any, partitions: int
 ) -> tuple[faust.App, list[MonitorCore]]:
@@ -82,6 +85,10 @@ def build_app(
     app = faust_app(
         kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
     )
+    # Every joined or stored prediction is a changelog write. Faust holds its stream once more
+    # than 100 such writes are in flight and drains them one acknowledgement at a time (logging
+    # "producer buffer full" for each batch); a batch of 1,000 events stays well inside this.
+    app.producer.buffer.max_messages = CHANGELOG_IN_FLIGHT
     tables = [
         app.tables.add(
             KeyPartitionedTable(
