@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from loanstream import up
 from loanstream.config import BrokerSettings, KafkaSettings, kafka_settings
 from loanstream.contracts import CONTRACTS
 from loanstream.errors import LoanStreamError
@@ -196,17 +197,24 @@ def spec_check(path: Annotated[Path, typer.Argument(help="a feature spec YAML fi
 
 
 @app.command("demo")
-def demo(port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Start the local broker, create the topics and describe them."""
-    kafka_start(port, data_dir)
-    broker = _broker(port, data_dir)
-    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{broker.settings.port}")
-    topics_create(settings.bootstrap_servers)
-    _print_topics(settings)
-    console.print(
-        f"The broker keeps running; stop it with: loanstream kafka stop "
-        f"--port {broker.settings.port}"
-    )
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="a smaller run, under 3 minutes")] = False,
+    out: Annotated[Path, typer.Option("--out", help="runs go in dated folders here")] = Path(
+        "out/demo"
+    ),
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The whole loop: broker, first model, services, a drifting stream, retrain, hot swap."""
+    from loanstream.demo import FULL, QUICK, run_demo  # imports what only the demo needs
+
+    broker_port = port if port is not None else BrokerSettings().port
+    summary = run_demo(QUICK if quick else FULL, out, broker_port, data_dir, console)
+    if summary.detected_position is None or summary.first_served_position is None:
+        err_console.print(
+            "[red]the loop did not close: no drift detected or no new model served[/]"
+        )
+        raise typer.Exit(1)
 
 
 _registered = False
@@ -216,6 +224,7 @@ def get_app() -> typer.Typer:
     """The CLI with every installed service's commands (entry points ``loanstream.commands``)."""
     global _registered
     if not _registered:
+        up.register(app)
         for entry in sorted(entry_points(group="loanstream.commands"), key=lambda e: e.name):
             entry.load()(app)
         _registered = True
@@ -224,6 +233,7 @@ def get_app() -> typer.Typer:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
     try:
         get_app()()
     except LoanStreamError as err:

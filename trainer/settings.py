@@ -46,4 +46,4 @@ class TrainerSettings(BaseSettings):
 
     @property
     def artifact_root(self) -> Path:
-        return self.data_dir / "mlartifacts"
+        return self.data_dir.resolve() / "mlartifacts"  # MLflow wants an absolute file URI

@@ -106,13 +106,28 @@ def _pid_alive(pid: int, marker: str) -> bool:
 
 
 def is_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
-    """True if a Kafka broker at ``bootstrap_servers`` answers a metadata request."""
+    """True if a Kafka broker at ``bootstrap_servers`` answers a metadata request.
+
+    A port nobody listens on is told by a plain connect first, so that polling a broker that is
+    still starting does not fill the terminal with librdkafka's connection errors.
+    """
+    if not any(_accepts(server, timeout) for server in bootstrap_servers.split(",")):
+        return False
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": 1000})
     try:
         admin.list_topics(timeout=timeout)
     except Exception:
         return False
     return True
+
+
+def _accepts(server: str, timeout: float) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 class LocalBroker:
