@@ -1,5 +1,6 @@
 """Prometheus metrics of the monitor, built against an injected registry. Labels stay
-low-cardinality: join outcome, signal, feature (from the spec), scope (capped), metric name."""
+low-cardinality: join outcome, signal, feature (from the spec), scope (capped), metric name,
+labelled population."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ class MonitorMetrics:
         self.retrain_requests = Counter(
             "loanstream_monitor_retrain_requests_total",
             "Retrain requests published (after the cooldown)",
+            registry=registry,
+        )
+        self.labelled = Counter(
+            "loanstream_monitor_labelled_total",
+            "Labelled examples sent to loan.labelled, by the population the outcome stands on: "
+            "approved, or explored (reviewed or declined, yet it got an outcome)",
+            ["population"],
             registry=registry,
         )
         self.unmonitored = Counter(

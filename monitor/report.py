@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import special
 
-from loanstream.contracts import DriftEvent
+from loanstream.contracts import Decision, DriftEvent
 from monitor.datadrift import band, psi_test
 from monitor.estimate import expected_metrics
 from monitor.performance import BINS, CAL_BINS, EPS, Stats, WindowMetrics
@@ -604,7 +604,7 @@ def _summary(
 ) -> dict[str, Any]:
     """The headline numbers, JSON-able: realized beside estimated, overall and last window."""
     estimate, last = expected_metrics(rows.p, rows.approved), windows[-1]
-    return {
+    return _population(rows) | {
         "rows": len(rows.p),
         "windows": len(windows),
         "window_size": window,
@@ -630,6 +630,30 @@ def _summary(
         "drift_events": len(events),
         "features_act": [d.feature for d in drift if d.band == "act"],
         "features_watch": [d.feature for d in drift if d.band == "watch"],
+    }
+
+
+def _population(rows: _Rows) -> dict[str, Any]:
+    """Which population the realized figures stand on: labelled rows by decision (selective
+    labels: outcomes exist for approved loans and the explored reviews and declines)."""
+    decisions = rows.frame["decision"].astype(str)
+    counts = decisions.value_counts()
+    order = [d.value for d in Decision] + sorted(set(counts.index) - {d.value for d in Decision})
+    by_decision = {d: int(counts.get(d, 0)) for d in order}
+    total = len(decisions)
+    approved = by_decision[Decision.APPROVE.value]
+    explored = total - approved
+    shares = ", ".join(f"{d} {n:,} ({n / total:.1%})" for d, n in by_decision.items())
+    return {
+        "labelled_by_decision": by_decision,
+        "labelled_share_by_decision": {d: n / total for d, n in by_decision.items()},
+        "approved_rows": approved,
+        "explored_rows": explored,
+        "population": (
+            f"Realized on {approved:,} approved and {explored:,} explored applications "
+            "(outcomes exist only for these)."
+        ),
+        "population_shares": f"Labelled rows by decision: {shares}.",
     }
 
 
@@ -699,6 +723,7 @@ Written {{ now }} UTC.</p>
 <div class="card">drift events<b>{{ s.drift_events }}</b></div>
 <div class="card">features to act on<b>{{ s.features_act|join(", ") or "none" }}</b></div>
 </div>
+<p class="note" id="population">{{ s.population }} {{ s.population_shares }}</p>
 <h2>Performance over time</h2>
 <img src="{{ plots.performance }}" alt="accuracy and AUC per window">
 <img src="{{ plots.rates }}" alt="default and approval rate per window">
@@ -745,7 +770,8 @@ PSI bands: stable &lt; 0.1 &le; watch &lt; 0.25 &le; act.</p>
 {% endfor %}</table>{% else %}<p>No drift events were given for this period.</p>{% endif %}
 <h2>How to read this</h2><ul class="note">
 <li>Realized figures cover labelled loans only, and in lending only approved loans get an
-outcome: they describe the approved population, not every applicant.</li>
+outcome (plus the explored reviews and declines the lender approved anyway): they describe that
+population, not every applicant.</li>
 <li>The estimate (CBPE) reads the model's own probabilities as the chance of repayment. It
 assumes a calibrated model and unchanged repayment behaviour: it cannot see concept drift, which
 shows as realized accuracy falling away from the estimate. Its ECE is 0 by construction.</li>

@@ -19,7 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
-from loanstream.contracts import DeadLetter, LabelledExample, Outcome, Prediction
+from loanstream.contracts import DeadLetter, Decision, LabelledExample, Outcome, Prediction
 from loanstream.spec import FeatureSpec
 from loanstream.streams import Outgoing
 from loanstream.topics import DEAD_LETTER, DRIFT_EVENTS, LABELLED, RETRAIN_REQUESTS
@@ -66,6 +66,11 @@ class MonitorCore:
             for kind in ("prediction", "outcome")
             for result in ("ok", "dead_letter")
         }
+        # Selective labels: outcomes exist for approved loans and the explored reviews/declines.
+        self._population = {
+            d: metrics.labelled.labels("approved" if d is Decision.APPROVE else "explored")
+            for d in Decision
+        }
 
     def on_prediction(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
         try:
@@ -90,6 +95,7 @@ class MonitorCore:
         return self._labelled(joined) if joined else []
 
     def _labelled(self, example: LabelledExample) -> list[Outgoing]:
+        self._population[example.decision].inc()
         out: list[Outgoing] = [
             (
                 self.topics[LABELLED],

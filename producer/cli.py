@@ -17,8 +17,10 @@ from loanstream.contracts import as_utc
 from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
 from loanstream.spec import load_spec
+from producer.selective import LabelsMode
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs: `loanstream --help` stays quick
+    from producer.emitter import EmitSummary
     from producer.generator import Generator
     from producer.metrics import ProducerMetrics
 
@@ -35,6 +37,32 @@ MedianOpt = Annotated[float, typer.Option("--label-median-days", help="label del
 SigmaOpt = Annotated[float, typer.Option("--label-sigma", help="label delay lognormal sigma")]
 UnlabelledOpt = Annotated[float, typer.Option("--unlabelled-fraction", help="never labelled")]
 IntervalOpt = Annotated[float, typer.Option("--interval-s", help="event seconds between apps")]
+LabelsOpt = Annotated[
+    LabelsMode,
+    typer.Option(
+        "--labels",
+        case_sensitive=False,
+        help="all: every outcome; approved: only approved applications (read from "
+        "loan.predictions) and an exploration share of the rest get one",
+    ),
+]
+ExplorationOpt = Annotated[
+    float,
+    typer.Option(
+        "--exploration",
+        min=0.0,
+        max=1.0,
+        help="--labels approved: share of reviews and declines approved anyway (seeded by id)",
+    ),
+]
+DecisionTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--decision-timeout-s",
+        min=0.1,
+        help="--labels approved: how long a due outcome waits for its prediction",
+    ),
+]
 WaitOpt = Annotated[
     bool,
     typer.Option(
@@ -100,13 +128,18 @@ def produce(
         ),
     ] = None,
     wait_outcomes: WaitOpt = True,
+    labels: LabelsOpt = LabelsMode.ALL,
+    exploration: ExplorationOpt = 0.05,
+    decision_timeout_s: DecisionTimeoutOpt = 120.0,
     metrics_port: MetricsOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Stream synthetic applications to loan.applications at a steady rate, outcomes later."""
+    from producer.decisions import SelectiveOutcomes
     from producer.live import produce_live
     from producer.manifest import manifest as make_manifest
     from producer.manifest import write_manifest
+    from producer.selective import Selection
 
     if count is None and duration is None:
         raise typer.BadParameter("give --count or --duration")
@@ -121,22 +154,34 @@ def produce(
         label_sigma,
         unlabelled_fraction,
     )
+    selection = Selection(
+        mode=labels, exploration=exploration, seed=seed, decision_timeout_s=decision_timeout_s
+    )
     total = count or int(rate * (duration or 0))
     path = manifest or Path("out") / f"manifest-{generator.scenario.name}-{seed}.json"
-    write_manifest(path, make_manifest(generator, total, rate=rate))
+    write_manifest(path, make_manifest(generator, total, selection, rate=rate))
     console.print(f"scenario {generator.scenario.name}, seed {seed}: manifest {path}")
+    kafka, metrics = kafka_settings(bootstrap_servers), _metrics(metrics_port)
+    selective = None
+    if labels is LabelsMode.APPROVED:
+        selective = SelectiveOutcomes(kafka, selection, metrics)
+        console.print(
+            f"selective labels: outcomes for approved applications and {exploration:.1%} of "
+            "the others, decisions read from loan.predictions"
+        )
     with progress_bar(console) as bar:
         task = bar.add_task("applications", total=total)
         summary, interrupted = produce_live(
-            kafka_settings(bootstrap_servers),
+            kafka,
             generator,
             rate,
-            _metrics(metrics_port),
+            metrics,
             count=count,
             duration_s=duration,
             time_scale=time_scale,
             wait_for_outcomes=wait_outcomes,
             on_sent=lambda n: bar.advance(task, n),
+            selective=selective,
         )
     console.print(
         f"{'interrupted: ' if interrupted else ''}{summary.applications:,} applications at "
@@ -144,6 +189,21 @@ def produce(
         f"({summary.pending_outcomes:,} not yet due, not sent), {summary.retried} retried, "
         f"{summary.failed} failed deliveries"
     )
+    if selective is not None:
+        console.print(_selective_line(summary, decision_timeout_s))
+
+
+def _selective_line(summary: EmitSummary, timeout_s: float) -> str:
+    """What selective labels did with the due outcomes, for the summary."""
+    line = (
+        f"selective labels: {summary.outcomes - summary.explored:,} approved and "
+        f"{summary.explored:,} explored outcomes sent, {summary.withheld:,} withheld "
+        f"(declined or reviewed), {summary.undecided:,} never decided (no prediction within "
+        f"{timeout_s:g} s), {summary.awaiting_decision:,} still awaiting a decision"
+    )
+    if summary.undecided_examples:
+        line += f"; undecided e.g. {', '.join(summary.undecided_examples[:3])}"
+    return line
 
 
 def generate(

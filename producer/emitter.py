@@ -3,7 +3,8 @@
 Pacing is one of: a fixed rate (token bucket), ``speed`` x event time, or as fast as possible.
 Outcomes wait in a queue keyed by their outcome time and go out when the event-time clock
 passes it, so the merged stream is in event-time order whatever the pace. Failed deliveries are
-retried; what still fails is reported, never dropped silently.
+retried; what still fails is reported, never dropped silently. Under selective labels
+(``--labels approved``) due outcomes pass a gate that sends only approved and explored ones.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from loanstream.frames import application_messages
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.spec import FeatureSpec
 from loanstream.topics import APPLICATIONS, OUTCOMES
+from producer.decisions import SelectiveOutcomes
 from producer.metrics import ProducerMetrics
 from producer.outcomes import OutcomeQueue
 from producer.rate import TokenBucket
+from producer.selective import Fate
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,13 @@ class EmitSummary:
     applications: int = 0
     outcomes: int = 0
     pending_outcomes: int = 0  # not sent: interrupted, or --no-wait-outcomes
+    # --labels approved: outcomes (above) are the approved plus the explored ones
+    labels: str = "all"
+    explored: int = 0
+    withheld: int = 0  # declined or reviewed, not explored: no loan, so no outcome
+    undecided: int = 0  # no prediction came within the timeout: not sent, counted
+    awaiting_decision: int = 0  # still waiting for their prediction when the run ended
+    undecided_examples: list[str] = field(default_factory=list)
     retried: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -104,6 +114,7 @@ class Emitter:
         metrics: ProducerMetrics,
         label_time: str | None,
         on_sent: Callable[[int], None] = lambda n: None,
+        selective: SelectiveOutcomes | None = None,
     ) -> None:
         self.kafka = kafka
         self.spec = spec
@@ -111,7 +122,8 @@ class Emitter:
         self.metrics = metrics
         self.label_time = label_time
         self.on_sent = on_sent
-        self.summary = EmitSummary()
+        self.selective = selective
+        self.summary = EmitSummary(labels="approved" if selective else "all")
         self._queue = OutcomeQueue()
         self._failed: list[tuple[str, bytes | None, bytes | None, int]] = []
         self._producer = IdempotentProducer(kafka, on_delivery=self._delivered)
@@ -145,6 +157,8 @@ class Emitter:
         if self.label_time:
             outcomes, due = outcome_messages(rows, self.spec, self.label_time)
             self._queue.push_many(due, outcomes)
+            if self.selective is not None:
+                self.selective.expect(outcomes)
         times = rows[self.spec.event_time_column]
         if self._wall0 is None:
             self._wall0, self._event0 = time.monotonic(), int(times.iloc[0].value)
@@ -182,25 +196,44 @@ class Emitter:
             return n
         return remaining
 
-    def _send_due_outcomes(self) -> None:
+    def _send_due_outcomes(self, wait_s: float = 0.0) -> None:
+        """Send the outcomes now due (under selective labels: those the gate lets out)."""
         topic = self.kafka.topic(OUTCOMES)
         due = self._queue.pop_due(self._event_clock())
+        if self.selective is not None:
+            due = self.selective.release(due, wait_s)
+            self._tally(self.selective)
         self._producer.produce_many(topic, due)
         self.summary.outcomes += len(due)
         self.metrics.produced.labels("outcome").inc(len(due))
+
+    def _tally(self, selective: SelectiveOutcomes) -> None:
+        counts = selective.counts
+        self.summary.explored = counts[Fate.EXPLORED]
+        self.summary.withheld = counts[Fate.WITHHELD]
+        self.summary.undecided = counts[Fate.UNDECIDED]
+        self.summary.awaiting_decision = selective.waiting
+        self.summary.undecided_examples = list(selective.undecided_examples)
+
+    def _outstanding(self) -> int:
+        """Outcomes not yet sent or settled: queued for their time, or awaiting a decision."""
+        return len(self._queue) + (self.selective.waiting if self.selective else 0)
 
     def finish(self, wait_for_outcomes: bool = True, deadline_s: float = 3600.0) -> EmitSummary:
         """Send the outcomes still waiting (at their time if paced), flush, retry failures."""
         if wait_for_outcomes:
             give_up = time.monotonic() + deadline_s
-            while len(self._queue) and time.monotonic() < give_up:
-                if self.pacing.paced:
-                    time.sleep(0.05)
-                else:
+            while self._outstanding() and time.monotonic() < give_up:
+                if not self.pacing.paced:
                     self._clock_ns = np.iinfo(np.int64).max
-                self._send_due_outcomes()
+                elif self.selective is None:
+                    time.sleep(0.05)
+                # under selective labels the wait is spent reading decisions instead
+                self._send_due_outcomes(0.05 if self.selective is not None else 0.0)
                 self._producer.poll(0)
         self.summary.pending_outcomes = len(self._queue)
+        if self.selective is not None:
+            self._tally(self.selective)
         self.close()
         return self.summary
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from loanstream.config import KafkaSettings
 from loanstream.files import HistoryWriter
+from producer.decisions import SelectiveOutcomes
 from producer.emitter import EmitSummary, Emitter, Pacing
 from producer.generator import Generator
 from producer.metrics import ProducerMetrics
@@ -27,11 +28,14 @@ def produce_live(
     time_scale: float | None = None,
     wait_for_outcomes: bool = True,
     on_sent: Callable[[int], None] = lambda n: None,
+    selective: SelectiveOutcomes | None = None,
 ) -> tuple[EmitSummary, bool]:
     """Produce until ``count`` applications or ``duration_s`` seconds; (summary, interrupted).
 
     ``time_scale`` (event seconds per wall second) defaults to rate x the generator's interval,
     so event time and wall time agree and a 30-day label delay takes 30 days / time_scale.
+    With ``selective`` only approved and explored applications get their outcome; its decision
+    feed starts (if the caller has not started it) before the first application is sent.
     """
     scale = time_scale or rate * generator.interval.total_seconds()
     emitter = Emitter(
@@ -41,8 +45,27 @@ def produce_live(
         metrics,
         label_time=OUTCOME_TIME,
         on_sent=on_sent,
+        selective=selective,
     )
-    began, position, interrupted = time.monotonic(), 0, False
+    try:
+        if selective is not None:
+            selective.start()
+        interrupted = _emit(emitter, generator, metrics, count, duration_s)
+        return emitter.finish(wait_for_outcomes and not interrupted), interrupted
+    finally:
+        if selective is not None:
+            selective.close()
+
+
+def _emit(
+    emitter: Emitter,
+    generator: Generator,
+    metrics: ProducerMetrics,
+    count: int | None,
+    duration_s: float | None,
+) -> bool:
+    """Emit generated chunks until the count or the duration is reached; True if interrupted."""
+    began, position = time.monotonic(), 0
     try:
         while (count is None or position < count) and (
             duration_s is None or time.monotonic() - began < duration_s
@@ -52,8 +75,8 @@ def produce_live(
             position += n
             metrics.rate.set(emitter.summary.rate)
     except KeyboardInterrupt:
-        interrupted = True
-    return emitter.finish(wait_for_outcomes and not interrupted), interrupted
+        return True
+    return False
 
 
 def write_history(

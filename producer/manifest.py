@@ -9,9 +9,13 @@ from typing import Any
 import orjson
 
 from producer.generator import Generator
+from producer.selective import Selection
 
 
-def manifest(generator: Generator, rows: int, **extra: Any) -> dict[str, Any]:
+def manifest(
+    generator: Generator, rows: int, selection: Selection | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The run's ground truth; ``selection`` is the labels mode (default: every outcome)."""
     spec, scenario = generator.spec, generator.scenario
 
     def at(position: int) -> str:
@@ -45,6 +49,7 @@ def manifest(generator: Generator, rows: int, **extra: Any) -> dict[str, Any]:
         "first_event_time": at(0),
         "interval_s": generator.interval.total_seconds(),
         "labels": generator.labels.model_dump(),
+        "selective_labels": (selection or Selection(seed=generator.seed)).manifest(),
         "drifts": drifts,
         **extra,
     }

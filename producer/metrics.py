@@ -29,3 +29,15 @@ class ProducerMetrics:
             "Applications produced per second, over the last progress interval",
             registry=registry,
         )
+        self.outcome_fates = Counter(
+            "loanstream_producer_outcome_fates_total",
+            "Due outcomes under --labels approved, by fate: approved and explored (sent), "
+            "withheld (declined or reviewed, not explored), undecided (no prediction in time)",
+            ["fate"],
+            registry=registry,
+        )
+        self.awaiting_decision = Gauge(
+            "loanstream_producer_outcomes_awaiting_decision",
+            "Due outcomes held until their application's prediction is seen (--labels approved)",
+            registry=registry,
+        )

@@ -61,7 +61,14 @@ def test_fifty_thousand_applications_at_five_thousand_per_second(
         outcome = Outcome.from_json(message.value())
         assert outcome.label == truth[outcome.application_id]
         assert message.timestamp()[1] > app_time[message.key()]  # labels come later
+    assert (summary.labels, summary.withheld, summary.explored, summary.undecided) == (
+        "all",
+        0,
+        0,
+        0,
+    )
     written = json.loads(path.read_text())
+    assert written["selective_labels"] == {"mode": "all", "exploration": None}
     assert written["drifts"][0]["start_position"] == 20_000
     assert written["drifts"][0]["start_event_time"] == "2025-01-14T21:20:00+00:00"
 

@@ -212,6 +212,44 @@ def test_drift_events_are_listed_in_the_html(built: Built) -> None:
     assert confirmed.strftime("%Y-%m-%d %H:%M:%S") in events
 
 
+def test_the_report_says_which_population_the_realized_figures_stand_on(built: Built) -> None:
+    counts = built.frame["decision"].value_counts()
+    summary = built.result.summary
+    assert summary["labelled_by_decision"] == {
+        d: int(counts[d]) for d in ("approve", "review", "decline")
+    }
+    assert sum(summary["labelled_share_by_decision"].values()) == pytest.approx(1.0)
+    approved = int(counts["approve"])
+    explored = ROWS - approved
+    assert (summary["approved_rows"], summary["explored_rows"]) == (approved, explored)
+    sentence = (
+        f"Realized on {approved:,} approved and {explored:,} explored applications "
+        "(outcomes exist only for these)."
+    )
+    assert summary["population"] == sentence
+    html = built.html
+    cards_end = html.index('</div>\n<p class="note" id="population">')
+    population = html[cards_end : html.index("<h2>Performance over time</h2>")]
+    assert sentence in population  # right under the realized metrics
+    shares = ", ".join(
+        f"{d} {int(counts[d]):,} ({counts[d] / ROWS:.1%})" for d in ("approve", "review", "decline")
+    )
+    assert f"Labelled rows by decision: {shares}." in population
+
+
+def test_the_population_of_an_approved_only_feed_with_explored_rows(tmp_path: Path) -> None:
+    frame = small_frame(1000)
+    frame["decision"] = ["approve"] * 950 + ["review"] * 30 + ["decline"] * 20
+    result = build_report(frame, tmp_path, window=1000)
+    assert result.summary["population"] == (
+        "Realized on 950 approved and 50 explored applications (outcomes exist only for these)."
+    )
+    assert result.summary["population_shares"] == (
+        "Labelled rows by decision: approve 950 (95.0%), review 30 (3.0%), decline 20 (2.0%)."
+    )
+    assert result.summary["approval_rate"] == 0.95
+
+
 def small_frame(rows: int, seed: int = 5) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     p = rng.random(rows)

@@ -89,3 +89,39 @@ def test_a_record_the_monitor_fails_on_is_dead_lettered_as_internal_with_its_pos
     assert letter.error == "KeyError: 'segment'"
     assert letter.service == "monitor"
     assert messages(c, "prediction", "dead_letter") == 1.0
+
+
+def labelled_total(c: MonitorCore, population: str) -> float | None:
+    return c.metrics.registry.get_sample_value(
+        "loanstream_monitor_labelled_total", {"population": population}
+    )
+
+
+def test_labelled_examples_are_counted_by_the_population_their_outcome_stands_on(
+    tmp_path: Path,
+) -> None:
+    c = core(tmp_path)
+    assert (labelled_total(c, "approved"), labelled_total(c, "explored")) == (0.0, 0.0)
+    decisions = [Decision.APPROVE, Decision.REVIEW, Decision.APPROVE, Decision.DECLINE]
+    for i, decision in enumerate(decisions):
+        prediction = Prediction(
+            application_id=f"a{i}",
+            event_time=T0,
+            probability=0.7,
+            decision=decision,
+            model_name="m",
+            model_version="1",
+            features={"income": 50_000.0},
+            received_at=T0,
+            scored_at=T0,
+        )
+        outcome = Outcome(application_id=f"a{i}", label=1, outcome_time=T0 + timedelta(days=9))
+        if i % 2:  # the outcome first: joined when the prediction comes
+            assert c.on_outcome(outcome.to_json(), ("loan.outcomes", 0, i)) == []
+            assert len(c.on_prediction(prediction.to_json(), ("loan.predictions", 0, i))) == 1
+        else:
+            assert c.on_prediction(prediction.to_json(), ("loan.predictions", 0, i)) == []
+            assert len(c.on_outcome(outcome.to_json(), ("loan.outcomes", 0, i))) == 1
+    assert (labelled_total(c, "approved"), labelled_total(c, "explored")) == (2.0, 2.0)
+    c.on_outcome(outcome.to_json(), ("loan.outcomes", 0, 9))  # a duplicate is not labelled again
+    assert labelled_total(c, "explored") == 2.0
