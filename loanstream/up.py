@@ -63,12 +63,15 @@ def register(app: typer.Typer) -> None:
         ] = "scorer,monitor,trainer",
         run_dir: RunDirOpt = None,
         wait_s: Annotated[float, typer.Option("--wait-s", help="for health")] = 120.0,
+        scorer_port: Annotated[int, typer.Option(help="REST and /metrics")] = 8080,
+        monitor_port: Annotated[int, typer.Option(help="/metrics")] = 8002,
+        trainer_port: Annotated[int, typer.Option(help="/metrics")] = 8003,
     ) -> None:
         """Start the services in the background, wait until each is healthy, show them.
 
         They read their settings from the environment (LOANSTREAM_*) as when run by hand.
         """
-        known = local_services()
+        known = local_services(scorer_port, monitor_port, trainer_port)
         names = [n.strip() for n in services.split(",") if n.strip()]
         unknown = sorted(set(names) - set(known))
         if unknown:
