@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from loanstream import up
+from loanstream import backtest, up
 from loanstream.config import BrokerSettings, KafkaSettings, kafka_settings
 from loanstream.contracts import CONTRACTS
 from loanstream.errors import LoanStreamError
@@ -225,6 +225,7 @@ def get_app() -> typer.Typer:
     global _registered
     if not _registered:
         up.register(app)
+        backtest.register(app)
         for entry in sorted(entry_points(group="loanstream.commands"), key=lambda e: e.name):
             entry.load()(app)
         _registered = True

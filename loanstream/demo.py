@@ -61,8 +61,8 @@ class Plan:
     deadline_s: float  # the stream and its outcomes, end to end
 
 
-FULL = Plan(30_000, 1000, 140_000, 20_000, 7.0, "logistic,hgb", 3, 2000, 420)
-QUICK = Plan(10_000, 1000, 55_000, 10_000, 2.0, "logistic", 2, 1500, 150)
+FULL = Plan(30_000, 1000, 140_000, 20_000, 7.0, "logistic,hgb", 2, 2000, 480)
+QUICK = Plan(10_000, 1000, 70_000, 10_000, 2.0, "logistic", 2, 1500, 180)
 SCENARIO, SEED = "concept-drift", 7
 # The concept drift of producer/scenarios.yaml ("concept-drift"), starting where the plan says.
 SCENARIO_FILE = """scenarios:
@@ -97,15 +97,29 @@ def total(samples: dict[Any, float], name: str, **labels: str) -> float:
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
+@dataclass(frozen=True)
+class RunRecords:
+    """What a run left on its topics, read back after it settled."""
+
+    events: list[DriftEvent]
+    requests: list[RetrainRequest]
+    updates: list[ModelUpdate]  # in the order they were promoted
+    scored: list[Scored]
+    labelled: list[Labelled]
+
+
 class Demo:
-    def __init__(self, plan: Plan, out: Path, port: int, console: Console) -> None:
+    def __init__(
+        self, plan: Plan, out: Path, port: int, console: Console, prefix: str = "demo"
+    ) -> None:
         self.plan = plan
         self.console = console
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.run_dir = out.resolve() / stamp
+        self.prefix = prefix
         self.port = port
         self.kafka = KafkaSettings(
-            bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=f"demo-{stamp}."
+            bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=f"{prefix}-{stamp}."
         )
         self.ports = {name: free_port() for name in ("scorer", "monitor", "trainer", "producer")}
         self.supervisor = Supervisor(self.run_dir / "run", self.env(stamp))
@@ -122,11 +136,14 @@ class Demo:
             "LOANSTREAM_TRAINER_SEARCH_CANDIDATES": str(self.plan.search_candidates),
             "LOANSTREAM_TRAINER_MIN_ROWS": str(self.plan.min_rows),
             "LOANSTREAM_SCORER_TRACKING_URI": uri,
-            "LOANSTREAM_SCORER_APP_ID": f"demo-scorer-{stamp}",
+            "LOANSTREAM_SCORER_APP_ID": f"{self.prefix}-scorer-{stamp}",
             "LOANSTREAM_MONITOR_TRACKING_URI": uri,
-            "LOANSTREAM_MONITOR_APP_ID": f"demo-monitor-{stamp}",
+            "LOANSTREAM_MONITOR_APP_ID": f"{self.prefix}-monitor-{stamp}",
             "LOANSTREAM_MONITOR_DATA_DIR": str(self.run_dir / "monitor"),
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            # One thread per process: on a small machine running five of them, scikit-learn's
+            # OpenMP threads spin against each other (an HGB search took 4 minutes, not 20 s).
+            "OMP_NUM_THREADS": "1",
         }
 
     # -- steps ---------------------------------------------------------------------------
@@ -197,8 +214,11 @@ class Demo:
         )
 
     # -- live view -----------------------------------------------------------------------
-    def watch(self) -> None:
-        """Progress until the stream and its outcomes are through, or the deadline passes."""
+    def watch(self, busy: Callable[[Progress], bool] | None = None) -> None:
+        """Progress until the stream and its outcomes are through, or the deadline passes.
+
+        ``busy`` (the backtest's) sees each look at the metrics and may keep the watch going.
+        """
         deadline = time.monotonic() + self.plan.deadline_s
         began, last_print = time.monotonic(), 0.0
         view = Progress(self.ports)
@@ -212,12 +232,13 @@ class Demo:
                     ):
                         raise LoanStreamError(describe_dead(state))
                 view.update(time.monotonic() - began)
+                working = busy(view) if busy is not None else False
                 if live is not None:
                     live.update(view.table(), refresh=True)
                 elif time.monotonic() - last_print >= 5:
                     self.console.print(view.line())
                     last_print = time.monotonic()
-                if states["producer"].status == "dead" and view.settled():
+                if states["producer"].status == "dead" and view.settled() and not working:
                     return
                 if time.monotonic() > deadline:
                     self.console.print("[yellow]the deadline passed; summarising what came[/]")
@@ -225,9 +246,9 @@ class Demo:
                 time.sleep(1)
 
     # -- the story -----------------------------------------------------------------------
-    def summary(self) -> LoopSummary:
+    def read_back(self, position: Callable[[str], int | None] = position_of) -> RunRecords:
+        """The run's records from its topics; ``position`` places an application id."""
         k = self.kafka
-        manifest = orjson.loads((self.run_dir / "manifest.json").read_bytes())
         with self.console.status("reading the run back from its topics"):
             events = read_topic(
                 k, k.topic(DRIFT_EVENTS), parse=lambda _, v: DriftEvent.from_json(v)
@@ -238,10 +259,19 @@ class Demo:
             updates = read_topic(
                 k, k.topic(MODEL_UPDATES), parse=lambda _, v: ModelUpdate.from_json(v)
             )
-            scored = read_topic(k, k.topic(PREDICTIONS), parse=_scored, timeout_s=120)
-            labelled = read_topic(k, k.topic(LABELLED), parse=_labelled, timeout_s=120)
+            scored = read_topic(
+                k, k.topic(PREDICTIONS), parse=scored_parser(position), timeout_s=120
+            )
+            labelled = read_topic(
+                k, k.topic(LABELLED), parse=labelled_parser(position), timeout_s=120
+            )
         updates.sort(key=lambda u: u.promoted_at)
-        result = summarize(manifest, events, requests, updates, scored, labelled)
+        return RunRecords(events, requests, updates, scored, labelled)
+
+    def summary(self) -> LoopSummary:
+        manifest = orjson.loads((self.run_dir / "manifest.json").read_bytes())
+        r = self.read_back()
+        result = summarize(manifest, r.events, r.requests, r.updates, r.scored, r.labelled)
         (self.run_dir / "summary.json").write_bytes(
             orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2)
         )
@@ -353,21 +383,34 @@ class Progress:
         return " | ".join(f"{name}: {value}" for name, value in self.rows())
 
 
-def _scored(_: bytes | None, value: bytes) -> Scored | None:
-    r = orjson.loads(value)
-    position = position_of(str(r.get("application_id", "")))
-    if position is None:
-        return None
-    scored_at = datetime.fromisoformat(r["scored_at"]).timestamp()
-    return Scored(position, str(r["model_version"]), scored_at)
+Parser = Callable[[bytes | None, bytes], Any]
 
 
-def _labelled(_: bytes | None, value: bytes) -> Labelled | None:
-    r = orjson.loads(value)
-    position = position_of(str(r.get("application_id", "")))
-    if position is None:
-        return None
-    return Labelled(position, str(r["model_version"]), float(r["probability"]), int(r["label"]))
+def scored_parser(position: Callable[[str], int | None] = position_of) -> Parser:
+    """A loan.predictions record as a Scored row, placed by ``position`` (None: not ours)."""
+
+    def parse(_: bytes | None, value: bytes) -> Scored | None:
+        r = orjson.loads(value)
+        at = position(str(r.get("application_id", "")))
+        if at is None:
+            return None
+        scored_at = datetime.fromisoformat(r["scored_at"]).timestamp()
+        return Scored(at, str(r["model_version"]), scored_at)
+
+    return parse
+
+
+def labelled_parser(position: Callable[[str], int | None] = position_of) -> Parser:
+    """A loan.labelled record as a Labelled row, placed by ``position`` (None: not ours)."""
+
+    def parse(_: bytes | None, value: bytes) -> Labelled | None:
+        r = orjson.loads(value)
+        at = position(str(r.get("application_id", "")))
+        if at is None:
+            return None
+        return Labelled(at, str(r["model_version"]), float(r["probability"]), int(r["label"]))
+
+    return parse
 
 
 def print_summary(console: Console, s: LoopSummary, run_dir: Path) -> None:

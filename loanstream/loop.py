@@ -4,7 +4,8 @@ many applications a stale model scored, and the accuracy before and after.
 
 Pure: the records come in as contracts and light rows, so the demo, the backtest and the tests
 share one summary. Application positions come from the synthetic ids (``app-<seed>-<position>``)
-or, failing that, from event time and the manifest's interval.
+or, for a lender's own history, from the caller's id -> position map (the backtest's). Without a
+manifest (no known onset) the stale count and the accuracy stretches start at the detection.
 """
 
 from __future__ import annotations
@@ -80,11 +81,14 @@ def position_of(application_id: str) -> int | None:
 
 
 def reached_at(scored: list[Scored], moment: datetime | None) -> int | None:
-    """The furthest application scored at or before ``moment`` (wall clock)."""
+    """How far the stream had been scored at ``moment`` (wall clock): the position of the last
+    of the applications scored by then, counting them, since partitions progress unevenly and
+    the furthest one alone runs ahead of the stream."""
     if moment is None:
         return None
     cutoff = moment.timestamp()
-    return max((s.position for s in scored if s.scored_at <= cutoff), default=None)
+    done = sum(1 for s in scored if s.scored_at <= cutoff)
+    return done - 1 if done else None
 
 
 def accuracy(rows: list[Labelled]) -> float | None:
@@ -113,16 +117,18 @@ def summarize(
     request = min(requests, key=lambda r: r.requested_at) if requests else None
     start_version = updates[0].version if updates else None
     promoted = next((u for u in updates[1:] if u.version != start_version), None)
+    detected = reached_at(scored, alarm.detected_at if alarm else None)
+    cut = onset if onset is not None else detected
     served = sorted(s.position for s in scored if promoted and s.model_version == promoted.version)
     first_served = served[0] if served else None
     stale = None
-    if onset is not None:
+    if cut is not None:
         end = first_served if first_served is not None else float("inf")
-        stale = sum(1 for s in scored if onset <= s.position < end)
+        stale = sum(1 for s in scored if cut <= s.position < end)
     return LoopSummary(
         drift_position=onset,
         drift_event_time=drifts[0]["start_event_time"] if drifts else None,
-        detected_position=reached_at(scored, alarm.detected_at if alarm else None),
+        detected_position=detected,
         detected_signal=alarm.signal.value if alarm else None,
         detected_by=alarm.detector if alarm else None,
         detected_at=alarm.detected_at.isoformat() if alarm else None,
@@ -137,7 +143,7 @@ def summarize(
         scored=len({s.position for s in scored}),
         scored_by_version=dict(Counter(s.model_version for s in scored)),
         drift_events=dict(Counter(e.signal.value for e in events)),
-        phases=phases(labelled, onset, start_version, promoted.version if promoted else None),
+        phases=phases(labelled, cut, start_version, promoted.version if promoted else None),
     )
 
 
