@@ -144,7 +144,10 @@ class Supervisor:
         pid, log = int(record["pid"]), Path(record["log"])
         child = self._children.get(name)
         exit_code = child.poll() if child is not None else None
-        if exit_code is not None or not _alive(pid):
+        # Our own children are judged by poll() alone: /proc of a process still exec'ing
+        # can read empty, and a healthy service was once reported dead at start.
+        gone = exit_code is not None if child is not None else not _alive(pid)
+        if gone:
             status = "dead"
         elif record.get("health_url"):
             status = "healthy" if healthy(record["health_url"]) else "starting"
