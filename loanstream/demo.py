@@ -61,8 +61,8 @@ class Plan:
     deadline_s: float  # the stream and its outcomes, end to end
 
 
-FULL = Plan(30_000, 1000, 140_000, 20_000, 7.0, "logistic,hgb", 2, 2000, 480)
-QUICK = Plan(10_000, 1000, 70_000, 10_000, 2.0, "logistic", 2, 1500, 180)
+FULL = Plan(30_000, 1000, 140_000, 20_000, 7.0, "logistic,hgb", 2, 2000, 600)
+QUICK = Plan(10_000, 1000, 70_000, 10_000, 2.0, "logistic", 2, 1500, 300)
 SCENARIO, SEED = "concept-drift", 7
 # The concept drift of producer/scenarios.yaml ("concept-drift"), starting where the plan says.
 SCENARIO_FILE = """scenarios:
