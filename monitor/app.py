@@ -5,17 +5,27 @@ A thin shell around :class:`monitor.service.MonitorCore`. The join's two stores 
 changelog partition is the key's own, as the producers partition the source topics, for any
 batch. Detector state is snapshotted to the compacted loan.monitor-state topic
 every few seconds and read back on start, so a restart does not reset a drift in progress.
+
+A snapshot covers whole batches only (handled, sent and acknowledged), and names in a header the
+last source offset of each partition it covers. Faust commits offsets on its own schedule, often
+behind the snapshot, so a restarted monitor reads records again that the restored detectors have
+already counted: those are skipped, or the detectors would count them twice, and a drift
+confirmed before the restart would be confirmed again under a new id (the SIGKILL fault test).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from loanstream.config import KafkaSettings
 from loanstream.streams import faust_app, send_all
@@ -29,6 +39,9 @@ TABLES = ("pending-predictions", "orphan-outcomes")
 BATCH = 1000
 WITHIN_S = 0.05
 MAX_STATE_BYTES = 900 * 1024  # under the broker's default message size limit
+OFFSETS_HEADER = "source-offsets"  # on each snapshot: the source records it covers
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> last offset covered
 
 
 def changelog_topics(settings: MonitorSettings) -> list[str]:
@@ -75,6 +88,33 @@ class ByteKeys(MutableMapping[str, bytes]):
         return len(self.table)
 
 
+def covered_offsets(kafka: KafkaSettings, app_id: str, timeout_s: float = 30.0) -> Offsets:
+    """The source offsets the newest snapshot of ``app_id`` covers (empty if it names none)."""
+    topic = kafka.topic(MONITOR_STATE)
+    consumer = Consumer(
+        {**kafka.confluent(), "group.id": f"state-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
+    found: Offsets = {}
+    try:
+        end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout_s)[1]
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        position = -1
+        while position < end - 1:
+            message = consumer.poll(timeout_s)
+            if message is None:
+                raise TimeoutError(f"{topic} was not read to its end in {timeout_s:.0f} s")
+            if message.error():
+                continue
+            position = message.offset() or 0
+            if message.key() == app_id.encode():
+                headers = dict(message.headers() or [])
+                raw = headers.get(OFFSETS_HEADER)
+                found = {(t, p): o for t, p, o in orjson.loads(raw)} if raw else {}
+    finally:
+        consumer.close()
+    return found
+
+
 CHANGELOG_IN_FLIGHT = 20_000
 
 
@@ -111,22 +151,37 @@ def build_app(
         return name, app.topic(kafka.topic(name), key_serializer="raw", value_serializer="raw")
 
     rebalanced = [True]
+    restored = covered_offsets(kafka, settings.app_id)  # counted by the restored detectors
+    covered: Offsets = dict(restored)  # what a snapshot taken now would cover
+    whole_batches = asyncio.Lock()  # a snapshot waits for the batch in hand to be sent
 
     async def consume(stream: Any, kind: str, handle: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            if rebalanced[0]:  # agents resume only once the tables are recovered
-                rebalanced[0] = False
-                core.joiner.restore(datetime.now(UTC))
-            outgoing = []
-            for event in events:
-                m = event.message
-                position = (m.topic, m.partition, m.offset)
-                try:
-                    outgoing += handle(m.value, position)
-                except Exception as err:  # a bug must not stop the join, nor lose the record
-                    logger.exception("monitor failed on %s; dead-lettered as internal", position)
-                    outgoing.append(core.dead_letter_of(m.value, position, kind, "internal", err))
-            await send_all(app, outgoing)
+            async with whole_batches:
+                if rebalanced[0]:  # agents resume only once the tables are recovered
+                    rebalanced[0] = False
+                    core.joiner.restore(datetime.now(UTC))
+                outgoing, replayed = [], 0
+                for event in events:
+                    m = event.message
+                    position = (m.topic, m.partition, m.offset)
+                    if m.offset <= restored.get((m.topic, m.partition), -1):
+                        replayed += 1  # handled and sent before the restart (see above)
+                        continue
+                    try:
+                        outgoing += handle(m.value, position)
+                    except Exception as err:  # a bug must not stop the join, nor lose the record
+                        logger.exception(
+                            "monitor failed on %s; dead-lettered as internal", position
+                        )
+                        outgoing.append(
+                            core.dead_letter_of(m.value, position, kind, "internal", err)
+                        )
+                await send_all(app, outgoing)
+                for event in events:
+                    covered[(event.message.topic, event.message.partition)] = event.message.offset
+            if replayed:
+                logger.warning("skipped %d %ss the restored snapshot had counted", replayed, kind)
 
     @app.agent(source(PREDICTIONS)[1], concurrency=1)
     async def predictions(stream: Any) -> None:
@@ -143,11 +198,24 @@ def build_app(
     @app.timer(interval=settings.state_every_s)
     async def housekeeping() -> None:
         try:
-            core.tick(datetime.now(UTC))
-            snapshot = core.snapshot()
+            async with whole_batches:
+                core.tick(datetime.now(UTC))
+                snapshot = core.snapshot()
+                offsets = orjson.dumps([[t, p, o] for (t, p), o in covered.items()])
             if len(snapshot) > MAX_STATE_BYTES:
                 raise ValueError(f"state snapshot of {len(snapshot)} bytes is too large to send")
-            await send_all(app, [(state_topic, settings.app_id.encode(), snapshot, None)])
+            # the tables' changelog writes for the covered records, before the snapshot that
+            # lets a restart skip those records
+            await app.producer.flush()
+            sent = await app.producer.send(
+                state_topic,
+                settings.app_id.encode(),
+                snapshot,
+                None,
+                None,
+                [(OFFSETS_HEADER, offsets)],
+            )
+            await sent
         except Exception:  # never let housekeeping stop the join; the next round tries again
             logger.exception("monitor housekeeping failed")
 

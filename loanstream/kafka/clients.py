@@ -211,6 +211,12 @@ class CommittingConsumer:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                # librdkafka's default (45 s) left a SIGKILLed consumer's partitions unread that
+                # long: its successor waits for the dead member's session to expire (the trainer
+                # took ~40 s to read its request again in tests/integration/test_faults.py).
+                # Heartbeats come from librdkafka's own thread, so long rounds are unaffected;
+                # max.poll.interval.ms is what bounds the time between batches.
+                "session.timeout.ms": 10_000,
                 **self.overrides,
             }
             self._consumer = Consumer(conf)
