@@ -15,6 +15,11 @@ import pytest
 
 from loanstream.config import BrokerSettings, KafkaSettings
 from loanstream.kafka.broker import BrokerInfo, LocalBroker, free_port, kafka_version
+from tests.trainer_data import history
+from trainer.data import labelled_frame
+from trainer.pipeline import options_from, training_round
+from trainer.registry import Registry
+from trainer.settings import TrainerSettings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,3 +54,21 @@ def kafka(broker: BrokerInfo) -> KafkaSettings:
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         partitions=3,
     )
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
+    """An MLflow store with a first champion (v1, logistic), shared by a module's tests."""
+    settings = TrainerSettings(
+        data_dir=tmp_path_factory.mktemp("mlflow"), candidates=("logistic",), search_candidates=2
+    )
+    frame, spec = history(8000, seed=4)
+    training_round(
+        labelled_frame(frame, spec)[0],
+        spec,
+        settings,
+        Registry(settings),
+        options_from(settings),
+        None,
+    )
+    return settings

@@ -9,10 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from loanstream.config import KafkaSettings
+from trainer.settings import TrainerSettings
 
 
 class Service:
@@ -45,3 +49,18 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 60.0, every_s: float 
                 return True
         time.sleep(every_s)
     return False
+
+
+def service_env(kafka: KafkaSettings, settings: TrainerSettings, **extra: str) -> dict[str, str]:
+    """The environment of a service process: this test's topics and MLflow store, fresh app ids."""
+    uri = settings.resolved_tracking_uri()
+    return {
+        "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "LOANSTREAM_KAFKA_PARTITIONS": str(kafka.partitions),
+        "LOANSTREAM_SCORER_TRACKING_URI": uri,
+        "LOANSTREAM_SCORER_APP_ID": f"scorer-{uuid.uuid4().hex[:8]}",
+        "LOANSTREAM_MONITOR_TRACKING_URI": uri,
+        "LOANSTREAM_MONITOR_APP_ID": f"monitor-{uuid.uuid4().hex[:8]}",
+        **extra,
+    }

@@ -76,9 +76,8 @@ from tests.integration.faults import (
     size,
     snapshot_positions,
 )
-from tests.trainer_data import history
-from trainer.data import labelled_frame
-from trainer.pipeline import options_from, publish, training_round
+from tests.integration.processes import service_env
+from trainer.pipeline import publish
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 
@@ -87,39 +86,16 @@ TRAINER_GROUP = "loanstream-trainer"  # the trainer's fixed consumer group
 LABEL_SIGNALS = (DriftSignal.CONCEPT, DriftSignal.PERFORMANCE)  # detected on labelled examples
 
 
-@pytest.fixture(scope="module")
-def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
-    """An MLflow store with a first champion (v1), shared by the tests of this module."""
-    settings = TrainerSettings(
-        data_dir=tmp_path_factory.mktemp("mlflow"), candidates=("logistic",), search_candidates=2
-    )
-    frame, spec = history(8000, seed=4)
-    training_round(
-        labelled_frame(frame, spec)[0],
-        spec,
-        settings,
-        Registry(settings),
-        options_from(settings),
-        None,
-    )
-    return settings
-
-
 def env(kafka: KafkaSettings, settings: TrainerSettings) -> dict[str, str]:
-    uri = settings.resolved_tracking_uri()
-    return {
-        "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "LOANSTREAM_KAFKA_PARTITIONS": str(kafka.partitions),
-        "LOANSTREAM_SCORER_TRACKING_URI": uri,
-        "LOANSTREAM_SCORER_APP_ID": f"scorer-{uuid.uuid4().hex[:8]}",
-        "LOANSTREAM_MONITOR_TRACKING_URI": uri,
-        "LOANSTREAM_MONITOR_APP_ID": f"monitor-{uuid.uuid4().hex[:8]}",
-        "LOANSTREAM_MONITOR_STATE_EVERY_S": "1",
-        "LOANSTREAM_TRAINER_DATA_DIR": str(settings.data_dir),
-        "LOANSTREAM_TRAINER_CANDIDATES": '["logistic"]',
-        "LOANSTREAM_TRAINER_SEARCH_CANDIDATES": "2",
-    }
+    """Every service of the stack, the trainer too, on this test's topics and MLflow store."""
+    return service_env(
+        kafka,
+        settings,
+        LOANSTREAM_MONITOR_STATE_EVERY_S="1",
+        LOANSTREAM_TRAINER_DATA_DIR=str(settings.data_dir),
+        LOANSTREAM_TRAINER_CANDIDATES='["logistic"]',
+        LOANSTREAM_TRAINER_SEARCH_CANDIDATES="2",
+    )
 
 
 @pytest.fixture

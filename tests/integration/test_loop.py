@@ -12,7 +12,7 @@ from pathlib import Path
 from loanstream.config import KafkaSettings
 from loanstream.kafka.broker import free_port
 from loanstream.topics import create_topics
-from tests.integration.test_monitor import env, mlflow_settings  # noqa: F401 (a fixture)
+from tests.integration.processes import service_env
 from trainer.pipeline import publish
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
@@ -33,12 +33,12 @@ def loanstream(
 
 def test_up_ps_down_report_each_service_and_a_dead_one_with_its_log(
     kafka: KafkaSettings,
-    mlflow_settings: TrainerSettings,  # noqa: F811
+    mlflow_settings: TrainerSettings,
     tmp_path: Path,
 ) -> None:
     create_topics(kafka)
     publish(kafka, Registry(mlflow_settings).version("1").update())
-    variables = env(kafka, mlflow_settings)
+    variables = service_env(kafka, mlflow_settings)
     run = ["--run-dir", str(tmp_path / "run")]
     ports = ["--scorer-port", str(free_port()), "--monitor-port", str(free_port())]
     ports += ["--trainer-port", str(free_port())]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,31 +33,12 @@ from producer.outcomes import LabelPolicy
 from producer.scenarios import load_scenario
 from producer.world import load_world
 from tests.integration.consume import read_all
-from tests.integration.processes import Service, wait_for
-from tests.trainer_data import history
-from trainer.data import labelled_frame
-from trainer.pipeline import options_from, publish, training_round
+from tests.integration.processes import Service, service_env, wait_for
+from trainer.pipeline import publish
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 
 SPEC = load_spec()
-
-
-@pytest.fixture(scope="module")
-def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
-    settings = TrainerSettings(
-        data_dir=tmp_path_factory.mktemp("mlflow"), candidates=("logistic",), search_candidates=2
-    )
-    frame, spec = history(8000, seed=4)
-    training_round(
-        labelled_frame(frame, spec)[0],
-        spec,
-        settings,
-        Registry(settings),
-        options_from(settings),
-        None,
-    )
-    return settings
 
 
 @pytest.fixture
@@ -69,20 +49,6 @@ def services(kafka: KafkaSettings, mlflow_settings: TrainerSettings) -> Iterator
     yield started
     for service in started:
         service.stop()
-
-
-def env(kafka: KafkaSettings, settings: TrainerSettings, **extra: str) -> dict[str, str]:
-    uri = settings.resolved_tracking_uri()
-    return {
-        "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "LOANSTREAM_KAFKA_PARTITIONS": str(kafka.partitions),
-        "LOANSTREAM_SCORER_TRACKING_URI": uri,
-        "LOANSTREAM_SCORER_APP_ID": f"scorer-{uuid.uuid4().hex[:8]}",
-        "LOANSTREAM_MONITOR_TRACKING_URI": uri,
-        "LOANSTREAM_MONITOR_APP_ID": f"monitor-{uuid.uuid4().hex[:8]}",
-        **extra,
-    }
 
 
 def metric(port: int, name: str, labels: str) -> float:
@@ -99,7 +65,7 @@ def test_a_concept_drift_gives_a_drift_event_and_exactly_one_retrain_request(
     services: list[Service],
     tmp_path: Path,
 ) -> None:
-    variables = env(kafka, mlflow_settings)
+    variables = service_env(kafka, mlflow_settings)
     port = free_port()
     services.append(Service(["scorer", "--no-api"], variables, tmp_path / "scorer.log"))
     services.append(
@@ -142,7 +108,7 @@ def test_outcomes_before_their_prediction_are_joined_and_unknown_ones_counted(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    variables = env(
+    variables = service_env(
         kafka,
         mlflow_settings,
         LOANSTREAM_MONITOR_ORPHAN_TTL_S="20",
@@ -188,7 +154,7 @@ def test_a_restart_keeps_the_detectors_and_the_drift_is_confirmed_once(
 ) -> None:
     """The monitor is stopped and started again half-way to the onset: its detectors carry on
     from the snapshot (positions keep counting), and the drift is confirmed exactly once."""
-    variables = env(kafka, mlflow_settings, LOANSTREAM_MONITOR_STATE_EVERY_S="1")
+    variables = service_env(kafka, mlflow_settings, LOANSTREAM_MONITOR_STATE_EVERY_S="1")
     port, again_port = free_port(), free_port()
     services.append(Service(["scorer", "--no-api"], variables, tmp_path / "scorer.log"))
     first = Service(["monitor", "--metrics-port", str(port)], variables, tmp_path / "first.log")
