@@ -12,6 +12,7 @@ their environment: the shared package never imports a service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -223,7 +224,7 @@ class Demo:
         began, last_print = time.monotonic(), 0.0
         view = Progress(self.ports)
         live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
-        with live or _nothing():
+        with live or contextlib.nullcontext():
             while True:
                 states = {s.name: s for s in self.supervisor.states()}
                 for state in states.values():
@@ -283,14 +284,6 @@ class Demo:
         if self.broker is not None:
             self.broker.stop()
             self.console.print("stopped the broker")
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class Progress:
