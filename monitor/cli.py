@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +30,7 @@ def monitor(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from loanstream.spec import load_spec
+    from loanstream.streams import run_worker
     from loanstream.topics import changelog, create_topics
     from monitor.app import build_app, changelog_topics
     from monitor.metrics import MonitorMetrics
@@ -72,8 +72,7 @@ def monitor(
     app, _ = build_app(kafka, settings, make_core, partitions)
     gc.collect()
     gc.freeze()
-    sys.argv = ["loanstream monitor", "worker", "--loglevel", "warn", "--without-web"]
-    app.main()
+    run_worker(app, "loanstream monitor")
 
 
 def report(

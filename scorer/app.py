@@ -20,7 +20,7 @@ import faust
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, LoanApplication
 from loanstream.errors import InvalidRecord
-from loanstream.streams import Outgoing, faust_app, send_all
+from loanstream.streams import Outgoing, Sender, faust_app
 from loanstream.topics import APPLICATIONS, DEAD_LETTER, PREDICTIONS
 from loanstream.validation import ApplicationValidator
 from scorer.core import score_batch
@@ -129,6 +129,7 @@ def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScore
     )
     source = app.topic(kafka.topic(APPLICATIONS), value_serializer="raw", key_serializer="raw")
     holder = scorer.holder
+    sender = Sender(kafka)
 
     @app.agent(source, concurrency=1)  # >1 can commit past unprocessed records (faust #606)
     async def score(stream: Any) -> None:
@@ -137,7 +138,7 @@ def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScore
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             messages = [event.message for event in events]
             outgoing = scorer.process(messages)
-            await send_all(app, outgoing)
+            await sender.send_all(outgoing)
             now = time.time()
             for message in messages:
                 if message.timestamp and 0 <= now - message.timestamp < 3600:

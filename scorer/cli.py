@@ -32,6 +32,7 @@ def scorer(
     from prometheus_client import CollectorRegistry
 
     from loanstream.spec import load_spec
+    from loanstream.streams import run_worker
     from loanstream.validation import ApplicationValidator
     from scorer.api import build_api
     from scorer.app import BatchScorer, build_app
@@ -75,8 +76,7 @@ def scorer(
     # While the watcher thread unpickles and warms a new model, the event loop waits for the GIL
     # at every switch: hand it over every 0.5 ms instead of 5, so a swap barely pauses scoring.
     sys.setswitchinterval(0.0005)
-    sys.argv = ["loanstream scorer", "worker", "--loglevel", "warn", "--without-web"]
-    app.main()
+    run_worker(app, "loanstream scorer")
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ from loanstream.errors import DeliveryError
 
 logger = logging.getLogger(__name__)
 
-_PRODUCER_DEFAULTS = {
+PRODUCER_DEFAULTS = {
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
@@ -95,7 +95,7 @@ class IdempotentProducer:
     @property
     def producer(self) -> Producer:
         if self._producer is None:
-            conf = {**self.settings.confluent(), **_PRODUCER_DEFAULTS, **self.overrides}
+            conf = {**self.settings.confluent(), **PRODUCER_DEFAULTS, **self.overrides}
             self._producer = Producer(conf)
         return self._producer
 

@@ -3,9 +3,9 @@ able to read that, or the scorer crashes on the first batch (it did, once)."""
 
 from aiokafka.codec import has_lz4
 
-from loanstream.kafka.clients import _PRODUCER_DEFAULTS
+from loanstream.kafka.clients import PRODUCER_DEFAULTS
 
 
 def test_aiokafka_can_read_what_our_producers_write() -> None:
-    assert _PRODUCER_DEFAULTS["compression.type"] == "lz4"
+    assert PRODUCER_DEFAULTS["compression.type"] == "lz4"
     assert has_lz4(), "aiokafka needs cramjam for lz4 (a dependency in pyproject.toml)"
