@@ -137,6 +137,10 @@ class Joiner:
         self._orphans = deque((now, k) for k in self.outcomes)
         self._parsed.clear()  # another worker may have written these keys meanwhile
 
+    def seen(self, application_id: str) -> bool:
+        """Whether a prediction for this id is waiting, or was joined recently: a repeat."""
+        return application_id in self.predictions or application_id in self._joined
+
     def on_prediction(
         self, prediction: Prediction, raw: bytes | None = None
     ) -> LabelledExample | None:
@@ -144,7 +148,7 @@ class Joiner:
         waiting = self.outcomes.pop(key, None)
         if waiting is not None:
             return self._join(prediction, Outcome.from_json(waiting))
-        if key in self.predictions or key in self._joined:
+        if self.seen(key):
             self.duplicates += 1  # the scorer is at-least-once
             return None
         self.predictions[key] = raw if raw is not None else prediction.to_json()

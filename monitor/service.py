@@ -79,9 +79,12 @@ class MonitorCore:
             return [self.dead_letter_of(value, source, "prediction", "invalid_prediction", err)]
         self._counted["prediction", "ok"].inc()
         out: list[Outgoing] = []
-        pipeline = self._pipeline(prediction.model_version, "prediction")
-        if pipeline is not None:
-            out += self._detections(pipeline.on_prediction(prediction))
+        # A prediction sent again (the scorer is at-least-once) would count twice in the data
+        # and prediction drift windows: after a scorer kill, ~2,000 repeats moved a data drift.
+        if not self.joiner.seen(prediction.application_id):
+            pipeline = self._pipeline(prediction.model_version, "prediction")
+            if pipeline is not None:
+                out += self._detections(pipeline.on_prediction(prediction))
         joined = self.joiner.on_prediction(prediction, value)
         return out + (self._labelled(joined) if joined else [])
 

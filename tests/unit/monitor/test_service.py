@@ -12,6 +12,7 @@ from loanstream.contracts import DeadLetter, Decision, LabelledExample, Outcome,
 from loanstream.spec import load_spec
 from loanstream.topics import DEAD_LETTER, LABELLED
 from monitor.metrics import MonitorMetrics
+from monitor.pipeline import NOTHING, Detections
 from monitor.service import MonitorCore
 from monitor.settings import MonitorSettings
 
@@ -125,3 +126,51 @@ def test_labelled_examples_are_counted_by_the_population_their_outcome_stands_on
     assert (labelled_total(c, "approved"), labelled_total(c, "explored")) == (2.0, 2.0)
     c.on_outcome(outcome.to_json(), ("loan.outcomes", 0, 9))  # a duplicate is not labelled again
     assert labelled_total(c, "explored") == 2.0
+
+
+class RecordingPipeline:
+    """Stands in for a model version's detection pipeline: which predictions reached it."""
+
+    def __init__(self) -> None:
+        self.predictions: list[str] = []
+
+    def on_prediction(self, prediction: Prediction) -> Detections:
+        self.predictions.append(prediction.application_id)
+        return NOTHING
+
+    def on_labelled(self, example: LabelledExample) -> Detections:
+        return NOTHING
+
+
+def test_a_repeated_prediction_reaches_the_drift_detectors_once(tmp_path: Path) -> None:
+    c = core(tmp_path)
+    pipeline = RecordingPipeline()
+    c.pipelines["1"] = pipeline  # type: ignore[assignment]
+
+    def prediction(application_id: str) -> bytes:
+        return Prediction(
+            application_id=application_id,
+            event_time=T0,
+            probability=0.7,
+            decision=Decision.APPROVE,
+            model_name="m",
+            model_version="1",
+            features={"income": 50_000.0},
+            received_at=T0,
+            scored_at=T0,
+        ).to_json()
+
+    def outcome(application_id: str) -> bytes:
+        return Outcome(
+            application_id=application_id, label=1, outcome_time=T0 + timedelta(days=30)
+        ).to_json()
+
+    where = ("loan.predictions", 0, 1)
+    c.on_prediction(prediction("a1"), where)
+    c.on_prediction(prediction("a1"), where)  # again while it waits for its label
+    assert len(c.on_outcome(outcome("a1"), ("loan.outcomes", 0, 1))) == 1
+    c.on_prediction(prediction("a1"), where)  # again after the join
+    c.on_outcome(outcome("a2"), ("loan.outcomes", 0, 2))  # an outcome before its prediction
+    assert len(c.on_prediction(prediction("a2"), where)) == 1  # joined: not a repeat
+    assert pipeline.predictions == ["a1", "a2"]
+    assert c.joiner.duplicates == 2
