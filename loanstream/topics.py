@@ -35,8 +35,13 @@ KEYED_PARTITIONS = 6
 # Records carry their event time as timestamp, and a replay of last year's history carries last
 # year's times: time-based retention would delete a backtest's records within minutes of writing
 # them. Topics that carry event times are therefore bounded by size, not age.
+# For the same reason they accept any timestamp: since Kafka 4.0 a broker refuses a record stamped
+# more than an hour ahead of its clock (message.timestamp.after.max.ms), and a simulated stream
+# runs event time ahead of the wall clock (the soak's 30 minutes at 1,000/s span 3.4 event years:
+# its records were refused after 17 minutes).
 GIB = 1024**3
-BY_SIZE = {"retention.ms": FOREVER, "retention.bytes": str(GIB)}  # per partition
+ANY_TIME = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+BY_SIZE = {"retention.ms": FOREVER, "retention.bytes": str(GIB), **ANY_TIME}  # per partition
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         LABELLED,
         KEYED_PARTITIONS,
         "predictions joined with outcomes: the training log",
-        {"retention.ms": FOREVER},
+        {"retention.ms": FOREVER, **ANY_TIME},
     ),
     TopicSpec(
         DRIFT_EVENTS, 1, "one event per confirmed drift, with evidence", {"retention.ms": FOREVER}
