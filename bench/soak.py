@@ -40,7 +40,7 @@ from rich.table import Table
 from loanstream.config import BrokerSettings, KafkaSettings
 from loanstream.demo import Demo, Plan, Progress
 from loanstream.kafka.broker import LocalBroker, free_port, kafka_version
-from loanstream.supervise import ServiceCommand, describe_dead
+from loanstream.supervise import ServiceCommand, describe_dead, stop_children_on_sigterm
 from loanstream.topics import APPLICATIONS, OUTCOMES, PREDICTIONS, create_topics
 from monitor.settings import MonitorSettings
 
@@ -485,6 +485,7 @@ def main() -> None:
         if filled < duration / 2:
             args.warmup_s = max(args.warmup_s, filled)
     command = shlex.join([".venv/bin/python", "-m", "bench.soak", *sys.argv[1:]])
+    stop_children_on_sigterm()
     samples, stopped = run(args)
     notes = [f"the run stopped early: {stopped}"] if stopped else []
     notes += ttl_note(args.rate, args.unlabelled_fraction, args.warmup_s)

@@ -609,6 +609,7 @@ def register(app: typer.Typer) -> None:
         """Replay your labelled history through scorer, monitor and trainer; report drift,
         stale scoring and accuracy with vs without automatic retraining."""
         from loanstream.config import BrokerSettings
+        from loanstream.supervise import stop_children_on_sigterm
 
         console = Console(soft_wrap=True)
         options = Options(
@@ -624,4 +625,5 @@ def register(app: typer.Typer) -> None:
             deadline_s,
             hold,
         )
+        stop_children_on_sigterm()
         run_backtest(options, console)

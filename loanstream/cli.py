@@ -207,7 +207,9 @@ def demo(
 ) -> None:
     """The whole loop: broker, first model, services, a drifting stream, retrain, hot swap."""
     from loanstream.demo import FULL, QUICK, run_demo  # imports what only the demo needs
+    from loanstream.supervise import stop_children_on_sigterm
 
+    stop_children_on_sigterm()
     broker_port = port if port is not None else BrokerSettings().port
     summary = run_demo(QUICK if quick else FULL, out, broker_port, data_dir, console)
     if summary.detected_position is None or summary.first_served_position is None:
