@@ -296,17 +296,7 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], str | None]:
             with console.status("starting Apache Kafka"):
                 info, _ = demo.broker.start()
             create_topics(demo.kafka)
-            history = demo.run_dir / "history.parquet"
-            rows = ["--rows", str(plan.history_rows), "--seed", "1"]
-            demo.command("generating a history", ["generate", "--out", str(history), *rows])
-            demo.command(
-                "training the first champion",
-                ["train", str(history), "--candidates", args.candidates],
-            )
-            for service in demo.services():
-                demo.supervisor.start(service)
-            with console.status("starting scorer, monitor and trainer"):
-                demo.supervisor.wait_healthy(["scorer", "monitor", "trainer"], 180)
+            demo.first_champion_and_services()
             console.print(
                 f"streaming at {args.rate:,.0f}/s for {args.minutes:g} min ({args.scenario})"
             )

@@ -160,6 +160,23 @@ class Demo:
             info, _ = self.broker.start()
         self.console.print(f"Kafka {info.version} on {self.kafka.bootstrap_servers}")
 
+    def first_champion_and_services(self) -> None:
+        """Generate a history, train the first champion on it, start the services: healthy."""
+        history = self.run_dir / "history.parquet"
+        rows = self.plan.history_rows
+        self.command(
+            f"generating a {rows:,}-row history",
+            ["generate", "--out", str(history), "--rows", str(rows), "--seed", "1"],
+        )
+        self.command(
+            "training, calibrating and registering the first champion",
+            ["train", str(history), "--candidates", self.plan.candidates],
+        )
+        for service in self.services():
+            self.supervisor.start(service)
+        with self.console.status("starting scorer, monitor and trainer"):
+            self.supervisor.wait_healthy(["scorer", "monitor", "trainer"], 180)
+
     def command(self, title: str, argv: list[str]) -> None:
         """A one-shot ``loanstream`` command, its output in the run's log folder."""
         log = self.run_dir / "run" / "logs" / f"{argv[0]}.log"
@@ -450,19 +467,7 @@ def run_demo(
     try:
         demo.start_broker(data_dir)
         create_topics(demo.kafka)
-        history = demo.run_dir / "history.parquet"
-        demo.command(
-            f"generating a {plan.history_rows:,}-row history",
-            ["generate", "--out", str(history), "--rows", str(plan.history_rows), "--seed", "1"],
-        )
-        demo.command(
-            "training, calibrating and registering the first champion",
-            ["train", str(history), "--candidates", plan.candidates],
-        )
-        for service in demo.services():
-            demo.supervisor.start(service)
-        with console.status("starting scorer, monitor and trainer"):
-            demo.supervisor.wait_healthy(["scorer", "monitor", "trainer"], 180)
+        demo.first_champion_and_services()
         console.print(
             f"streaming {plan.count:,} applications at {plan.rate:,.0f}/s; "
             f"from application {plan.onset:,} on, the repayment behaviour changes ({SCENARIO})"
