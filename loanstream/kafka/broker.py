@@ -44,7 +44,11 @@ def kafka_version() -> str:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now. Bound with SO_REUSEADDR, as the JVM binds:
+    without it, the TIME_WAIT of a just-stopped broker's connections kept its port "in use" for
+    a minute, though Kafka itself could listen there again."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -10,7 +10,6 @@ import copy
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -301,23 +300,6 @@ def snapshot_positions(kafka: KafkaSettings, app_id: str, version: str) -> dict[
     assert raw is not None, "no monitor snapshot"
     positions = orjson.loads(zlib.decompress(raw))["pipelines"][version]["positions"]
     return {"predictions": positions["predictions"] + 1, "labelled": positions["labelled"] + 1}
-
-
-def free_for_a_server(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a server could listen on ``port`` now: bound with SO_REUSEADDR, as the JVM binds.
-
-    ``loanstream.kafka.broker.port_is_free`` binds without it, so for a minute after a broker
-    stops, the TIME_WAIT of the connections it closed makes it refuse to start the broker again
-    on its own port ("already in use"), although Kafka itself could listen there. The outage
-    test stands this in for it; the fix belongs in broker.py (see the fault tests' report).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 # -- hostile messages -------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from loanstream.contracts import (
     RetrainRequest,
 )
 from loanstream.errors import InvalidRecord
-from loanstream.kafka import broker as broker_module
 from loanstream.kafka.broker import LocalBroker, free_port
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.reading import read_topic
@@ -66,7 +65,6 @@ from tests.integration.faults import (
     answered,
     await_,
     duplicates,
-    free_for_a_server,
     group_stable,
     hostile_corpus,
     kcat_produce,
@@ -323,11 +321,8 @@ def test_sigkill_of_each_service_in_turn_loses_nothing(
 
 
 @pytest.fixture
-def own_broker(
-    tmp_path: Path, jars_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalBroker]:
+def own_broker(tmp_path: Path, jars_dir: Path) -> Iterator[LocalBroker]:
     """A broker of the test's own, to stop and start again (same ports, same data dir)."""
-    monkeypatch.setattr(broker_module, "port_is_free", free_for_a_server)  # see its docstring
     local = LocalBroker(
         BrokerSettings(
             port=free_port(),
