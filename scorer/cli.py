@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -73,9 +72,6 @@ def scorer(
     # garbage collector's full passes, which otherwise pause scoring for 100+ ms now and then.
     gc.collect()
     gc.freeze()
-    # While the watcher thread unpickles and warms a new model, the event loop waits for the GIL
-    # at every switch: hand it over every 0.5 ms instead of 5, so a swap barely pauses scoring.
-    sys.setswitchinterval(0.0005)
     run_worker(app, "loanstream scorer")
 
 
