@@ -1,7 +1,9 @@
 """The Faust scorer beside a plain confluent-kafka consume -> score -> produce loop, with the same
 model (calibrated hist-gradient-boosting) and batch size, in the same run: throughput at full
 speed, and end-to-end latency (event time -> prediction read back) at fixed rates, each with and
-without reason codes.
+without reason codes. At full speed, a third row runs the same Faust scorer with Faust's own
+hand-over of fetched messages (``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false``, see
+loanstream.delivery), to show what the prompt hand-over gains.
 
     .venv/bin/python -m bench.scorer [--messages 50000] [--rates 500,2000,10000] [--seconds 8]
 
@@ -164,7 +166,7 @@ class Scorer:
         self, kind: str, kafka: KafkaSettings, tracking_uri: str, reasons: bool, tmp: Path
     ) -> None:
         self.kind, self.stop_file = kind, str(tmp / f"stop-{uuid.uuid4().hex}")
-        if kind == "faust":
+        if kind.startswith("faust"):
             env = {
                 **os.environ,
                 "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -173,6 +175,7 @@ class Scorer:
                 "LOANSTREAM_SCORER_REASONS": str(reasons).lower(),
                 "LOANSTREAM_SCORER_BATCH_MAX": str(BATCH),
                 "LOANSTREAM_SCORER_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+                "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": str(kind == "faust").lower(),
             }
             self.process: Any = subprocess.Popen(
                 [sys.executable, "-m", "loanstream.cli", "scorer", "--no-api"],
@@ -189,7 +192,7 @@ class Scorer:
 
     def stop(self) -> None:
         Path(self.stop_file).touch()
-        if self.kind == "faust":
+        if self.kind.startswith("faust"):
             self.process.terminate()
             self.process.wait(30)
         else:
@@ -209,7 +212,7 @@ def run(
         bootstrap_servers=broker, topic_prefix=f"b{uuid.uuid4().hex[:8]}.", partitions=3
     )
     create_topics(kafka)
-    if kind == "faust":
+    if kind.startswith("faust"):
         publish(kafka, Registry(TrainerSettings(tracking_uri=tracking_uri)).champion().update())  # type: ignore[union-attr]
     scorer = Scorer(kind, kafka, tracking_uri, reasons, tmp)
     try:
@@ -271,7 +274,9 @@ def main() -> None:
         values = payloads(max(args.messages, int(max(rates) * args.seconds)))
         try:
             plan = [
-                (kind, reasons, None) for reasons in (False, True) for kind in ("plain", "faust")
+                (kind, reasons, None)
+                for reasons in (False, True)
+                for kind in ("plain", "faust", "faust-stock")
             ]
             plan += [
                 (kind, reasons, rate)
@@ -315,7 +320,8 @@ def report(results: list[dict[str, Any]], out: Path) -> None:
         }
         console.print(
             f"reasons {'on' if reasons else 'off'}: Faust reaches "
-            f"{full['faust'] / full['plain']:.2f}x the plain loop's throughput"
+            f"{full['faust'] / full['plain']:.2f}x the plain loop's throughput "
+            f"({full['faust-stock'] / full['plain']:.2f}x with Faust's own hand-over)"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(results, indent=2))

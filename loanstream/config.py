@@ -40,6 +40,11 @@ class KafkaSettings(BaseSettings):
         ge=1,
         description="partition count of the keyed topics (applications, predictions, ...)",
     )
+    faust_prompt_delivery: bool = Field(
+        default=True,
+        description="Faust services hand each fetched message to their streams without the four "
+        "tasks Faust makes for it (loanstream.delivery); false: Faust's own hand-over",
+    )
 
     def topic(self, name: str) -> str:
         """The real name of a declared topic, e.g. ``loan.applications`` with the prefix."""

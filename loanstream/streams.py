@@ -20,6 +20,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 
 from loanstream.config import KafkaSettings
+from loanstream.delivery import use_prompt_delivery
 from loanstream.kafka.clients import PRODUCER_DEFAULTS
 from loanstream.logs import LIBRARIES, throttle_library_logs
 
@@ -57,7 +58,7 @@ def faust_app(
     kafka: KafkaSettings, app_id: str, session_timeout_s: float, max_poll_interval_s: float
 ) -> faust.App:
     """A Faust app with the project's settings (in-memory tables, raw bytes in and out)."""
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(kafka),
@@ -75,6 +76,9 @@ def faust_app(
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
         broker_max_poll_interval=max_poll_interval_s,
     )
+    if kafka.faust_prompt_delivery:
+        use_prompt_delivery(app)
+    return app
 
 
 def run_worker(app: faust.App, name: str) -> None:

@@ -1,0 +1,82 @@
+"""Faust's Kafka transport with a cheaper hand-over of each fetched message to the streams.
+
+Faust's fetch loop hands every message to its streams through ``Service.wait_first(deliver,
+suspend_flow.wait())``, so that a rebalance can cut short a delivery that waits (a full stream
+buffer, suspended flow). ``wait_first`` wraps each of its arguments, and the service's stopped
+and crashed events, in a task, waits for the first to finish and cancels the others: four tasks
+and at least two turns of the event loop per message, even though a delivery almost never waits.
+
+:class:`PromptConsumer` runs the delivery at once instead, up to its first wait. If it finishes
+without waiting, as it nearly always does, that is the first to finish, and no task is made. If
+it does wait, what is left of it goes to Faust's own ``wait_first`` beside the other waits, so a
+rebalance still cuts it short as before. Everything else (fetching, acking, committing) is
+Faust's. ``python -m bench.scorer`` runs the scorer with both hand-overs in the same run;
+``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false`` turns this one off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Coroutine
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as driver
+from mode.services import WaitArgT, WaitResults
+
+
+def advance(coro: Coroutine[Any, Any, Any], exc: BaseException | None = None) -> tuple[bool, Any]:
+    """Run ``coro`` to its next wait, sending None or throwing ``exc`` in, as the event loop's
+    task would: (True, what it returned) or (False, what it waits on)."""
+    try:
+        return False, coro.send(None) if exc is None else coro.throw(exc)
+    except StopIteration as returned:
+        return True, returned.value
+
+
+async def resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Go on running ``coro``, stopped at a wait for ``waiting_on`` (a future, or None for a
+    bare yield), until it returns; an exception or a cancellation reaches it as in a task."""
+    while True:
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:  # as a task does with a future its coroutine yields: it takes over the wait
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on
+        except BaseException as exc:
+            done, waiting_on = advance(coro, exc)
+        else:
+            done, waiting_on = advance(coro)
+        if done:
+            return waiting_on
+
+
+class PromptConsumer(driver.Consumer):
+    """Faust's aiokafka consumer, whose ``wait_first`` tries its first awaitable at once.
+
+    In this class, ``wait_first`` is called by the fetch loop alone, with the delivery first.
+    """
+
+    async def wait_first(self, *coros: WaitArgT, timeout: Any = None) -> WaitResults:
+        first, rest = coros[0] if coros else None, coros[1:]
+        stopping = self._stopped.is_set() or self._crashed.is_set()
+        if timeout is not None or stopping or not inspect.iscoroutine(first):
+            return await super().wait_first(*coros, timeout=timeout)
+        done, value = advance(first)
+        if done:
+            for other in rest:  # never started: close them, or Python warns they were not awaited
+                if inspect.iscoroutine(other):
+                    other.close()
+            return WaitResults([first], [value], False)
+        return await super().wait_first(resume(first, value), *rest)
+
+
+class PromptTransport(driver.Transport):
+    Consumer = PromptConsumer
+
+
+def use_prompt_delivery(app: faust.App) -> None:
+    """Give ``app`` the prompt transport; call it before the app's topics or agents exist."""
+    app.transport = PromptTransport(app.conf.broker_consumer, app)
