@@ -40,6 +40,12 @@ class KafkaSettings(BaseSettings):
         ge=1,
         description="partition count of the keyed topics (applications, predictions, ...)",
     )
+    faust_stream_buffer: int = Field(
+        default=20_000,
+        ge=100,
+        description="messages a Faust stream holds before its fetcher pauses (Faust's 4,096 "
+        "paused and resumed it every few batches: the scorer ran at 60% of this speed)",
+    )
     faust_prompt_delivery: bool = Field(
         default=True,
         description="Faust services hand each fetched message to their streams without the four "

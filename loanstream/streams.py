@@ -75,6 +75,7 @@ def faust_app(
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
         broker_max_poll_interval=max_poll_interval_s,
+        stream_buffer_maxsize=kafka.faust_stream_buffer,
     )
     if kafka.faust_prompt_delivery:
         use_prompt_delivery(app)
