@@ -207,8 +207,10 @@ def test_hot_swap_under_two_thousand_per_second(
     assert versions[0] == "1" and versions[-1] == "2"
     swapped_at = next(p.scored_at.timestamp() for p in ordered if p.model_version == "2")
     times = sorted({p.scored_at.timestamp() for p in predictions})
-    gaps = [(b - a, a) for a, b in itertools.pairwise(times[len(times) // 20 :])]
-    around = [gap for gap, at in gaps if abs(at - swapped_at) <= 1.0]
+    every_gap = [(b - a, a) for a, b in itertools.pairwise(times)]
+    # Near the swap from every batch: a quick load can swap within the first second of scoring.
+    around = [gap for gap, at in every_gap if abs(at - swapped_at) <= 1.0]
+    gaps = every_gap[len(every_gap) // 20 :]  # the largest of all once the worker has warmed up
     largest, at = max(gaps)
     print(
         f"hot swap: largest gap between batches {largest:.3f} s ({at - swapped_at:+.1f} s "
@@ -216,9 +218,9 @@ def test_hot_swap_under_two_thousand_per_second(
         f"{sorted(g for g, _ in gaps)[len(gaps) // 2]:.3f} s"
     )
     # The issue asks for under 100 ms. On this 2-core machine (broker and producer beside the
-    # scorer), batches come every ~65 ms; within 1 s of the swap the gap measured 84-104 ms on a
-    # quiet machine, and 150-316 ms a few seconds earlier while the loader process starts: not
-    # met (see the closing note). This bound catches a swap that stalls scoring.
+    # scorer), batches come every 70-80 ms; within 1 s of the swap the largest gap measured
+    # 87-115 ms on a quiet machine, while gaps of 150-250 ms come anyway, seconds away from the
+    # swap: not met (see the closing notes). This bound catches a swap that stalls scoring.
     assert max(around) < 0.25
 
 
