@@ -29,10 +29,16 @@ class Throttle(logging.Filter):
     'cannot reach node 1 [2 alike held back in the last 11 s]'
     """
 
-    def __init__(self, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_templates: int = 1000,
+    ):
         super().__init__()
         self.every_s = every_s
         self.clock = clock
+        self.max_templates = max_templates
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -43,9 +49,20 @@ class Throttle(logging.Filter):
             self._seen[key] = (last, held + 1)
             return False
         self._seen[key] = (now, 0)
+        if len(self._seen) > self.max_templates:
+            self._forget(now)
         if held and last is not None:
             record.msg = f"{record.msg} [{held} alike held back in the last {now - last:.0f} s]"
         return True
+
+    def _forget(self, now: float) -> None:
+        """Drop what no longer holds anything back: a library that logs formatted messages
+        (f-strings) makes a template of every message, which would otherwise pile up."""
+        self._seen = {
+            key: (last, held)
+            for key, (last, held) in self._seen.items()
+            if held or now - last < self.every_s
+        }
 
 
 def throttle_library_logs(every_s: float = 10.0, libraries: Iterable[str] = LIBRARIES) -> Throttle:

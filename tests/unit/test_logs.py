@@ -39,3 +39,18 @@ def test_a_record_let_through_again_says_how_many_were_held_back() -> None:
     assert throttle.filter(again)
     assert again.getMessage() == "slow [1 alike held back in the last 30 s]"
     assert not throttle.filter(record("slow"))
+
+
+def test_messages_formatted_before_logging_do_not_pile_up() -> None:
+    """Each distinct message is a template of its own: once past ``every_s`` they are dropped."""
+    now = [0.0]
+    throttle = Throttle(every_s=10.0, clock=lambda: now[0], max_templates=100)
+    for i in range(10_000):
+        now[0] = i * 0.1  # 100 new messages every 10 s
+        record = logging.LogRecord(
+            "faust", logging.WARNING, "", 0, f"seek failed at {i}", None, None
+        )
+        assert throttle.filter(record)
+    assert len(throttle._seen) <= throttle.max_templates + 1
+    repeated = logging.LogRecord("faust", logging.WARNING, "", 0, "seek failed at 9999", None, None)
+    assert not throttle.filter(repeated)  # what is recent is still held back
