@@ -146,7 +146,7 @@ class ApplicationValidator:
 
     @staticmethod
     def _application(checked: Any) -> LoanApplication:
-        return LoanApplication.model_construct(
+        return LoanApplication.trusted(
             application_id=checked.application_id,
             event_time=checked.event_time,
             features=checked.features.model_dump(),

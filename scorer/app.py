@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,10 +108,9 @@ class BatchScorer:
             ]
         self.metrics.model_seconds.observe(time.perf_counter() - began)
         self.metrics.batch_size.observe(len(apps))
+        for decision, count in Counter(p.decision.value for p in predictions).items():
+            self.metrics.scored.labels(decision, model.version, "stream").inc(count)
         for prediction, message in zip(predictions, sources, strict=True):
-            self.metrics.scored.labels(
-                prediction.decision.value, prediction.model_version, "stream"
-            ).inc()
             out.append(
                 (
                     self.predictions,

@@ -136,3 +136,27 @@ def test_contracts_refuse_bad_values(model: type, changes: dict[str, object], me
 def test_contracts_are_frozen() -> None:
     with pytest.raises(ValidationError):
         EXAMPLES[2].label = 0  # type: ignore[misc]
+
+
+def test_trusted_builds_what_validation_builds() -> None:
+    values = dict(
+        application_id="app-1",
+        event_time=T,
+        probability=0.25,
+        decision=Decision.DECLINE,
+        model_name="m",
+        model_version="3",
+        features={"income": 52000, "loan_purpose": "car"},
+        received_at=T,
+        scored_at=T,
+    )
+    trusted = Prediction.trusted(**values)
+    validated = Prediction(**values)
+    assert trusted == validated
+    assert trusted.to_json() == validated.to_json()
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert trusted.reasons == [] and trusted.reasons is not Prediction.trusted(**values).reasons
+    with pytest.raises(TypeError, match="needs \\['scored_at'\\]"):
+        Prediction.trusted(**{k: v for k, v in values.items() if k != "scored_at"})
+    with pytest.raises(TypeError, match="got \\['score'\\]"):
+        Prediction.trusted(**values, score=1)
