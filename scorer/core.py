@@ -20,6 +20,7 @@ import pandas as pd
 
 from loanstream.contracts import Decision, LoanApplication, Prediction, ReasonCode
 from loanstream.models import LoadedModel, repaid_probability
+from scorer.compiled import CompiledModel
 
 TOP_REASONS = 3
 
@@ -46,23 +47,41 @@ def frame_of(applications: list[LoanApplication], feature_names: list[str]) -> p
     return pd.DataFrame.from_records([a.features for a in applications], columns=feature_names)
 
 
-def reason_codes(
-    model: LoadedModel,
-    frame: pd.DataFrame,
-    rows: np.ndarray,
-    typical: dict[str, Any],
-) -> dict[int, list[ReasonCode]]:
-    """Top reasons for the given row indexes of ``frame``."""
-    if rows.size == 0:
-        return {}
-    names = [n for n in model.feature_names if n in typical]
+Effects = tuple[np.ndarray, np.ndarray]  # P(repaid) of the rows, and with each name typical
+
+
+def frame_effects(
+    model: LoadedModel, frame: pd.DataFrame, rows: np.ndarray, names: list[str], typical: dict
+) -> Effects:
+    """The rows' probabilities before calibration, as they are and with each feature typical."""
     subset = frame.iloc[rows]
     variants = pd.concat(
         [subset.assign(**{name: typical[name]}) for name in names], ignore_index=True
     )
     scorer = attribution_model(model.model)
-    own = repaid_probability(scorer, subset)
     shifted = repaid_probability(scorer, variants).reshape(len(names), rows.size)
+    return repaid_probability(scorer, subset), shifted
+
+
+def compiled_effects(
+    compiled: CompiledModel, X: np.ndarray, rows: np.ndarray, names: list[str], typical: dict
+) -> Effects:
+    """``frame_effects`` on the compiled model's matrix: one column block set per variant."""
+    subset = X[rows]
+    typical_row = compiled.matrix([typical])[0]
+    columns = compiled.columns()
+    variants = np.repeat(subset[np.newaxis], len(names), axis=0)
+    for i, name in enumerate(names):
+        variants[i, :, columns[name]] = typical_row[columns[name]]
+    shifted = compiled.raw_probability(variants.reshape(-1, X.shape[1]))
+    return compiled.raw_probability(subset), shifted.reshape(len(names), rows.size)
+
+
+def top_reasons(
+    names: list[str], rows: np.ndarray, effects: Effects
+) -> dict[int, list[ReasonCode]]:
+    """Per row, the (at most three) features whose value lowers its probability most."""
+    own, shifted = effects
     contributions = own[np.newaxis, :] - shifted  # < 0: this value lowers the score
     reasons: dict[int, list[ReasonCode]] = {}
     for column, row in enumerate(rows.tolist()):
@@ -83,23 +102,30 @@ def score_batch(
     with_reasons: bool = True,
     typical: dict[str, Any] | None = None,
 ) -> list[Prediction]:
-    """One Prediction per application, in order, from ``model``."""
+    """One Prediction per application, in order, from ``model`` (compiled or not)."""
     if not applications:
         return []
-    frame = frame_of(applications, model.feature_names)
-    probability = repaid_probability(model.model, frame)
+    compiled = model.model if isinstance(model.model, CompiledModel) else None
+    if compiled is not None:
+        X = compiled.matrix([a.features for a in applications])
+        probability = compiled.probability(X)
+    else:
+        frame = frame_of(applications, model.feature_names)
+        probability = repaid_probability(model.model, frame)
     decisions = model.bands.decide_many(probability)
     reasons: dict[int, list[ReasonCode]] = {}
-    if with_reasons:
-        rows = np.flatnonzero(decisions != Decision.APPROVE.value)
-        reasons = reason_codes(
-            model,
-            frame,
-            rows,
-            typical if typical is not None else typical_values(model.reference),
+    rows = np.flatnonzero(decisions != Decision.APPROVE.value)
+    if with_reasons and rows.size:
+        typical = typical if typical is not None else typical_values(model.reference)
+        names = [n for n in model.feature_names if n in typical]
+        effects = (
+            compiled_effects(compiled, X, rows, names, typical)
+            if compiled is not None
+            else frame_effects(model, frame, rows, names, typical)
         )
+        reasons = top_reasons(names, rows, effects)
     return [
-        Prediction.model_construct(
+        Prediction.trusted(
             application_id=app.application_id,
             event_time=app.event_time,
             probability=float(p),

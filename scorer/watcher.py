@@ -29,7 +29,7 @@ from loanstream.errors import LoanStreamError
 from loanstream.kafka.clients import whole_topic_reader
 from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
-from scorer.compiled import compile_model
+from scorer.compiled import CompiledModel, compile_model
 from scorer.core import attribution_model, typical_values
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
@@ -113,7 +113,13 @@ class Loader:
 def warm_up(model: LoadedModel) -> None:
     """Score the typical applicant once, so first-call costs are paid here, not in a batch."""
     typical = typical_values(model.reference)
-    frame = pd.DataFrame([{n: typical.get(n) for n in model.feature_names}] * 8)
+    rows = [{n: typical.get(n) for n in model.feature_names}] * 8
+    if isinstance(model.model, CompiledModel):
+        X = model.model.matrix(rows)
+        model.model.probability(X)
+        model.model.raw_probability(X)
+        return
+    frame = pd.DataFrame(rows)
     repaid_probability(model.model, frame)
     repaid_probability(attribution_model(model.model), frame)
 

@@ -1,7 +1,9 @@
-"""The compiled input step gives the very same probabilities, or is not used."""
+"""A compiled model scores as scikit-learn does, or is not used."""
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import random
 from datetime import UTC, datetime
 
@@ -11,62 +13,91 @@ import pytest
 from loanstream.models import LoadedModel
 from loanstream.spec import load_spec
 from loanstream.validation import ApplicationValidator
-from scorer.compiled import FastOrdinal, compile_model, probe_frame
+from scorer.compiled import Block, CompiledModel, Fitted, Linear, Trees, compile_model, probe_frame
 from scorer.core import score_batch
 from tests.helpers import application_json
 from tests.scorer_model import small_model
 
 SPEC = load_spec()
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+CANDIDATES = ["hgb", "logistic", "forest"]
+KINDS = {
+    "HistGradientBoostingClassifier": Trees,
+    "LogisticRegression": Linear,
+    "RandomForestClassifier": Fitted,
+}
 
 
-@pytest.fixture(scope="module")
-def hgb() -> LoadedModel:
-    return small_model(candidate="hgb")
+@pytest.fixture(scope="module", params=CANDIDATES)
+def fitted(request: pytest.FixtureRequest) -> LoadedModel:
+    return small_model(candidate=request.param)
 
 
-def test_a_tree_model_is_compiled_and_scores_identically(hgb: LoadedModel) -> None:
-    compiled = compile_model(hgb)
-    assert compiled is not hgb
-    steps = compiled.model.calibrated_classifiers_[0].estimator.estimator.steps
-    assert isinstance(steps[0][1], FastOrdinal)
+def applications(n: int = 400) -> list:
     validator = ApplicationValidator(SPEC)
     rng = random.Random(3)
-    apps = [validator.parse(application_json(SPEC, i, rng)) for i in range(400)]
-    before = score_batch(hgb, apps, NOW, NOW)
+    return [validator.parse(application_json(SPEC, i, rng)) for i in range(n)]
+
+
+def test_each_candidate_compiles_and_scores_as_scikit_learn(fitted: LoadedModel) -> None:
+    compiled = compile_model(fitted)
+    assert isinstance(compiled.model, CompiledModel)
+    final = fitted.model.calibrated_classifiers_[0].estimator.estimator.steps[1][1]
+    assert isinstance(compiled.model.estimator, KINDS[final.__class__.__name__])
+    apps = applications()
+    before = score_batch(fitted, apps, NOW, NOW)
     after = score_batch(compiled, apps, NOW, NOW)
-    assert [p.probability for p in after] == [p.probability for p in before]
-    assert [p.reasons for p in after] == [p.reasons for p in before]
-    # the original is left untouched: a failed swap can fall back on it
-    assert not isinstance(
-        hgb.model.calibrated_classifiers_[0].estimator.estimator.steps[0][1], FastOrdinal
+    assert sum(p.reasons != [] for p in before) > 50  # the reason codes are compared too
+    assert np.allclose(
+        [p.probability for p in after], [p.probability for p in before], rtol=0, atol=1e-12
     )
+    assert [p.decision for p in after] == [p.decision for p in before]
+    assert [[r.feature for r in p.reasons] for p in after] == [
+        [r.feature for r in p.reasons] for p in before
+    ]
+    assert fitted.model is not compiled.model  # the original is kept: a failed swap falls back
 
 
-def test_unknown_and_missing_values_encode_as_in_scikit_learn(hgb: LoadedModel) -> None:
-    probe = probe_frame(hgb)
+def test_missing_and_unknown_values_encode_as_in_scikit_learn(fitted: LoadedModel) -> None:
+    probe = probe_frame(fitted)
     assert (probe["loan_purpose"] == "not-a-known-value").any()
     assert probe["loan_purpose"].isna().any() and probe["income"].isna().any()
-    prepare = hgb.model.calibrated_classifiers_[0].estimator.estimator.steps[0][1]
-    fast = compile_model(hgb).model.calibrated_classifiers_[0].estimator.estimator.steps[0][1]
-    expected = np.asarray(prepare.transform(probe), dtype=float)
-    assert np.isnan(expected[:, 0]).any()
-    assert np.array_equal(fast.transform(probe), expected, equal_nan=True)
+    compiled = compile_model(fitted).model
+    pipeline = fitted.model.calibrated_classifiers_[0].estimator.estimator
+    expected = pipeline.steps[0][1].transform(probe)
+    expected = expected.toarray() if hasattr(expected, "toarray") else expected
+    expected = np.asarray(expected, dtype=float)
+    final = pipeline.steps[1][1]
+    if getattr(final, "_preprocessor", None) is not None:  # HGB re-encodes its categoricals
+        expected = final._preprocessor.transform(expected)
+    rows = probe.astype(object).where(probe.notna(), None).to_dict("records")
+    assert np.array_equal(compiled.matrix(rows), expected, equal_nan=True)
 
 
-def test_a_pipeline_of_another_shape_is_left_as_it_is() -> None:
-    logistic = small_model()
-    assert compile_model(logistic) is logistic
+def test_the_compiled_model_survives_the_loader_process(fitted: LoadedModel) -> None:
+    """The loader returns it pickled; lambdas or closures would not survive that."""
+    compiled = compile_model(fitted).model
+    assert isinstance(compiled, CompiledModel)
+    copied = pickle.loads(pickle.dumps(compiled))
+    X = compiled.matrix([a.features for a in applications(50)])
+    # (a forest sums its trees on two threads, in either order: equal to the last bits only)
+    assert np.allclose(copied.probability(X), compiled.probability(X), rtol=0, atol=1e-12)
 
 
-def test_a_compiled_step_that_disagrees_is_refused(
-    hgb: LoadedModel, monkeypatch: pytest.MonkeyPatch
+def test_a_model_of_another_shape_is_left_as_it_is(fitted: LoadedModel) -> None:
+    bare = dataclasses.replace(fitted, model=fitted.model.calibrated_classifiers_[0].estimator)
+    bare = dataclasses.replace(bare, model=bare.model.estimator.steps[1][1])  # no input step
+    assert compile_model(bare) is bare
+
+
+def test_a_compiled_model_that_disagrees_is_refused(
+    fitted: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def off_by_one(self: FastOrdinal, X: object) -> np.ndarray:
-        out = original(self, X)
-        out[:, 0] = np.where(np.isnan(out[:, 0]), np.nan, (out[:, 0] + 1) % 8)
-        return out
+    original = Block.encode
 
-    original = FastOrdinal.transform
-    monkeypatch.setattr(FastOrdinal, "transform", off_by_one)
-    assert compile_model(hgb) is hgb
+    def doubled_income(self: Block, values: list) -> np.ndarray:
+        out = original(self, values)
+        return out * 2 if self.feature == "income" else out
+
+    monkeypatch.setattr(Block, "encode", doubled_income)
+    assert compile_model(fitted) is fitted
