@@ -127,8 +127,12 @@ class Sender:
     records took 134 ms instead of 21 beside a busy thread).
     """
 
-    def __init__(self, kafka: KafkaSettings, flush_wait_s: float = 5.0) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, flush_wait_s: float = 5.0, each_batch: bool = False
+    ) -> None:
         conf = {**kafka.confluent(), **PRODUCER_DEFAULTS, "on_delivery": self._on_delivery}
+        if each_batch:  # submit_batch counts every acknowledgement (see Delivery)
+            conf["delivery.report.only.error"] = False
         self._producer = Producer(conf)
         self._flush_wait_s = flush_wait_s
         self._failed: list[tuple[Record, str]] = []
@@ -139,8 +143,8 @@ class Sender:
             with self._failed_lock:
                 self._failed.append((record_of(msg), err.str()))
 
-    def _produce(self, record: Record) -> None:
-        kwargs: dict[str, Any] = {}
+    def _produce(self, record: Record, on_delivery: Any = None) -> None:
+        kwargs: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
         if record.timestamp is not None:
             kwargs["timestamp"] = int(record.timestamp * 1000)
         if record.partition is not None:
@@ -163,6 +167,54 @@ class Sender:
         for record in records:
             self._produce(record if isinstance(record, Record) else Record(*record))
         return self._delivered()
+
+    def submit_batch(self, records: Iterable[Outgoing | Record]) -> Delivery:
+        """Hand ``records`` to librdkafka now, in order, and count their acknowledgements.
+
+        Unlike ``submit`` (a flush, which waits for every record produced so far), the
+        delivery of one batch completes when its own records are in Kafka, while later
+        batches are still being produced. Needs ``each_batch=True``.
+        """
+        delivery = Delivery()
+        for record in records:
+            self._produce(record if isinstance(record, Record) else Record(*record), delivery)
+            delivery.remaining += 1
+        return delivery
+
+    async def settle(self, delivery: Delivery, every_s: float = 0.005) -> None:
+        """Return once every record of ``delivery`` is acknowledged, sending refused ones again.
+
+        Acknowledgements are served here, on the event loop's thread, every ``every_s``: a
+        callback per record on a flushing thread would wait for the GIL each time.
+        """
+        delay, waited = 0.1, 0.0
+        while True:
+            self._producer.poll(0)
+            if delivery.remaining == 0:
+                if not delivery.failed:
+                    return
+                failed, delivery.failed = delivery.failed, []
+                logger.error(
+                    "Kafka refused %d records (%s); sending them again in %.1f s",
+                    len(failed),
+                    failed[0][1],
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                for record, _ in failed:
+                    self._produce(record, delivery)
+                    delivery.remaining += 1
+                continue
+            await asyncio.sleep(every_s)
+            waited += every_s
+            if waited >= self._flush_wait_s:
+                logger.warning(
+                    "%d records not acknowledged after %.0f s; still waiting for Kafka",
+                    delivery.remaining,
+                    waited,
+                )
+                waited = 0.0
 
     async def _delivered(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,6 +242,19 @@ class Sender:
             delay = min(delay * 2, 5.0)
             for record, _ in failed:
                 self._produce(record)
+
+
+class Delivery:
+    """The acknowledgements one batch of records still waits for, counted on delivery."""
+
+    def __init__(self) -> None:
+        self.remaining = 0
+        self.failed: list[tuple[Record, str]] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self.remaining -= 1
+        if err is not None:
+            self.failed.append((record_of(msg), err.str()))
 
 
 def record_of(msg: Message) -> Record:

@@ -1,18 +1,21 @@
 """The Faust scorer: loan.applications -> micro-batches -> loan.predictions (+ dead letters).
 
 A thin shell around :func:`scorer.core.score_batch`. Every record of a batch ends as exactly one
-prediction or one dead letter, and the batch is acknowledged only after Kafka has acknowledged
-all of them: Faust acks a ``take`` batch when the loop body returns, even after an error, so
-nothing here may raise, and sends are retried until they succeed.
+prediction or one dead letter, and the batch is acknowledged (so Faust may commit its offsets)
+only after Kafka has acknowledged all of them: batches come from ``noack_take`` and an
+:class:`Acknowledger` acks them once delivered, while the loop scores the next one. Nothing in
+the loop may raise, and sends are retried until they succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,25 +126,82 @@ class BatchScorer:
         return out
 
 
+class Acknowledger:
+    """Acks each batch's records once Kafka holds everything the batch produced.
+
+    The scoring loop hands a batch's outputs to librdkafka and takes the next batch at once;
+    this task waits for their delivery and only then acks the batch's events, so Faust commits
+    no offset whose prediction is not in Kafka (at-least-once, as before). Scoring then waits
+    only for its own work, not for the broker's round trip: 13 ms at the median but up to 280
+    ms on this 2-core machine beside the broker and a producer (hot-swap test). Each batch's
+    delivery is its own (``Sender.submit_batch``): a flush would wait for every record
+    produced so far, and under a steady stream it did not return for 100-600 ms. Batches are
+    acked in order; besides the one being settled, at most ``depth`` wait, and the loop waits
+    when one more would.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        depth: int = 16,
+        on_acked: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._queue: asyncio.Queue[tuple[list[Any], Awaitable[None]]] = asyncio.Queue(depth)
+        self._on_acked = on_acked
+
+    async def put(self, events: list[Any], delivery: Awaitable[None]) -> None:
+        """Ack ``events`` once ``delivery`` (of what they produced) has completed."""
+        await self._queue.put((events, delivery))
+
+    async def run(self) -> None:
+        while True:
+            events, delivery = await self._queue.get()
+            try:
+                await delivery
+                for event in events:
+                    await self._stream.ack(event)
+                if self._on_acked is not None:
+                    self._on_acked(events)
+            finally:
+                self._queue.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every batch handed over so far is acked."""
+        await self._queue.join()
+
+
 def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScorer) -> faust.App:
     app = faust_app(
         kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
     )
     source = app.topic(kafka.topic(APPLICATIONS), value_serializer="raw", key_serializer="raw")
     holder = scorer.holder
-    sender = Sender(kafka)
+    sender = Sender(kafka, each_batch=True)
+
+    def observe_latency(events: list[Any]) -> None:
+        now = time.time()
+        for event in events:
+            timestamp = event.message.timestamp
+            if timestamp and 0 <= now - timestamp < 3600:
+                scorer.metrics.latency.observe(now - timestamp)
 
     @app.agent(source, concurrency=1)  # >1 can commit past unprocessed records (faust #606)
     async def score(stream: Any) -> None:
         while not holder.ready.is_set():  # consume nothing until a model is loaded
             await asyncio.sleep(0.1)
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            messages = [event.message for event in events]
-            outgoing = scorer.process(messages)
-            await sender.send_all(outgoing)
-            now = time.time()
-            for message in messages:
-                if message.timestamp and 0 <= now - message.timestamp < 3600:
-                    scorer.metrics.latency.observe(now - message.timestamp)
+        acks = Acknowledger(stream, on_acked=observe_latency)
+        acking = asyncio.ensure_future(acks.run())
+        try:
+            batches = stream.noack_take(settings.batch_max, within=settings.batch_within_s)
+            async for events in batches:
+                if acking.done():  # it only stops on a bug: crash rather than ack nothing
+                    raise RuntimeError("the scorer's acknowledger stopped") from acking.exception()
+                outgoing = scorer.process([event.message for event in events])
+                await acks.put(events, sender.settle(sender.submit_batch(outgoing)))
+        finally:  # a graceful stop acks what was delivered, so fewer records come again
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(acks.drain(), timeout=10)
+            acking.cancel()
 
     return app

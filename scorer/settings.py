@@ -20,7 +20,9 @@ class ScorerSettings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=default_data_dir)
     batch_max: int = Field(default=500, ge=1, le=10_000)
-    batch_within_s: float = Field(default=0.02, gt=0, le=5)
+    batch_within_s: float = Field(
+        default=0.005, gt=0, le=5, description="wait this long for a batch to fill (after one)"
+    )
     reasons: bool = True
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     api_host: str = "127.0.0.1"

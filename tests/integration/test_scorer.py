@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import random
@@ -178,9 +179,13 @@ def test_hot_swap_under_two_thousand_per_second(
     start(workers, kafka, models, tmp_path, f"scorer-{uuid.uuid4().hex[:8]}", port)
     generator = Generator(SPEC, load_world(None, SPEC), load_scenario("stable"), seed=8)
     wait_for_model(port, "1")
-    # Published 1 s into a 20 s stream: loading takes 3-6 s on this machine under load.
-    swap = threading.Timer(1.0, lambda: publish(kafka, models.registry.version("2").update()))
+    # Published 1 s into a 20 s stream: loading takes 3-6 s on this machine under load. The
+    # update is read from MLflow now, not on the timer's thread, which would hold the GIL of
+    # this process, and so its steady stream of applications, while the swap happens.
+    update = models.registry.version("2").update()
+    swap = threading.Timer(1.0, lambda: publish(kafka, update))
     swap.start()
+    sent: list[tuple[int, float]] = [(0, time.time())]  # (applications sent so far, when)
     produce_live(
         kafka,
         generator,
@@ -188,6 +193,7 @@ def test_hot_swap_under_two_thousand_per_second(
         ProducerMetrics(CollectorRegistry()),
         count=40_000,
         wait_for_outcomes=False,
+        on_sent=lambda n: sent.append((sent[-1][0] + n, time.time())),
     )
     predictions = [
         Prediction.from_json(m.value())
@@ -206,22 +212,48 @@ def test_hot_swap_under_two_thousand_per_second(
     assert sum(a != b for a, b in itertools.pairwise(versions)) == 1  # once, from 1 to 2
     assert versions[0] == "1" and versions[-1] == "2"
     swapped_at = next(p.scored_at.timestamp() for p in ordered if p.model_version == "2")
-    times = sorted({p.scored_at.timestamp() for p in predictions})
-    every_gap = [(b - a, a) for a, b in itertools.pairwise(times)]
-    # Near the swap from every batch: a quick load can swap within the first second of scoring.
-    around = [gap for gap, at in every_gap if abs(at - swapped_at) <= 1.0]
-    gaps = every_gap[len(every_gap) // 20 :]  # the largest of all once the worker has warmed up
-    largest, at = max(gaps)
+    every_pause = scoring_pauses(predictions, sent)
+    # Near the swap from every batch (a quick load can swap within the first second); the
+    # largest of all once the worker has warmed up.
+    around = max(pause for pause, t in every_pause if abs(t - swapped_at) <= 1.0)
+    pauses = every_pause[len(every_pause) // 20 :]
+    gaps = sorted({p.scored_at.timestamp() for p in predictions})
+    largest_gap = max(b - a for a, b in itertools.pairwise(gaps[len(gaps) // 20 :]))
+    largest, at = max(pauses)
     print(
-        f"hot swap: largest gap between batches {largest:.3f} s ({at - swapped_at:+.1f} s "
-        f"from the swap); within 1 s of the swap {max(around):.3f} s; median "
-        f"{sorted(g for g, _ in gaps)[len(gaps) // 2]:.3f} s"
+        f"hot swap: longest scoring pause {largest * 1000:.0f} ms ({at - swapped_at:+.1f} s from "
+        f"the swap), within 1 s of the swap {around * 1000:.0f} ms; largest gap between "
+        f"predictions {largest_gap * 1000:.0f} ms, median pause "
+        f"{sorted(p for p, _ in pauses)[len(pauses) // 2] * 1000:.0f} ms"
     )
-    # The issue asks for under 100 ms. On this 2-core machine (broker and producer beside the
-    # scorer), batches come every 70-80 ms; within 1 s of the swap the largest gap measured
-    # 87-115 ms on a quiet machine, while gaps of 150-250 ms come anyway, seconds away from the
-    # swap: not met (see the closing notes). This bound catches a swap that stalls scoring.
-    assert max(around) < 0.25
+    # The issue asks for under 100 ms. Measured on this 2-core machine (broker and producer
+    # beside the scorer): the median pause is 15-17 ms, within 1 s of the swap the longest was
+    # 67-227 ms, and pauses that long come seconds away from the swap too, while the loop waits
+    # for the fetcher (see the closing notes): not met. This bound catches a swap that stalls.
+    assert around < 0.3
+
+
+def scoring_pauses(
+    predictions: list[Prediction], sent: list[tuple[int, float]]
+) -> list[tuple[float, float]]:
+    """(pause, when) per scored batch: how long an application waited while nothing was scored.
+
+    Between two batches scored at ``a`` and ``b``, the first application of the second was
+    sent at ``s``; it waited ``b - max(a, s)`` with no prediction coming out. A gap in which
+    nothing was sent (this test's producer pausing to generate its next rows) is no pause.
+    """
+    counts = [n for n, _ in sent]
+
+    def sent_at(position: int) -> float:
+        return sent[bisect.bisect_right(counts, position)][1]
+
+    first_sent: dict[float, float] = {}
+    for p in predictions:
+        t = p.scored_at.timestamp()
+        s = sent_at(int(p.application_id.rsplit("-", 1)[1]))
+        first_sent[t] = min(first_sent.get(t, s), s)
+    times = sorted(first_sent)
+    return [(b - max(a, first_sent[b]), b) for a, b in itertools.pairwise(times)]
 
 
 def test_sigkill_of_one_of_two_workers_loses_no_application(
