@@ -80,6 +80,15 @@ def data_fingerprint(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, str]:
     }
 
 
+def requirements() -> list[str]:
+    """What a registered model needs to load, pinned to the versions that trained it."""
+    from importlib.metadata import version
+
+    return [
+        f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "pandas")
+    ]
+
+
 class Registry:
     """The MLflow side of the trainer. Nothing connects until a method needs it."""
 
@@ -151,6 +160,9 @@ class Registry:
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
                 registered_model_name=name,
+                # Named, not inferred: inferring runs a Python that loads the model to see what
+                # it imports, 40 s of a retrain on this machine under load.
+                pip_requirements=requirements(),
                 signature=infer_signature(sample, result.model.predict_proba(sample)),
                 input_example=sample.iloc[:3],
                 metadata=metadata,

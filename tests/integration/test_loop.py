@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from loanstream.config import KafkaSettings
+from loanstream.demo import QUICK
 from loanstream.kafka.broker import free_port
 from loanstream.topics import create_topics
 from tests.integration.processes import service_env
@@ -89,7 +90,7 @@ def test_the_quick_demo_closes_the_loop(jars_dir: Path, tmp_path: Path) -> None:
     assert summary["detected_position"] > 10_000
     assert summary["promoted_version"] == "2"
     assert summary["first_served_position"] > summary["detected_position"]
-    assert summary["scored"] == 70_000
+    assert summary["scored"] == QUICK.count
     before, stale, _ = (p["accuracy"] for p in summary["phases"])
     assert stale < before - 0.05  # the drift hurt the old model
     assert "<html" in (run / "report.html").read_text()[:500].lower()
