@@ -57,7 +57,11 @@ def test_a_backtest_detects_the_drift_and_retraining_beats_the_first_champion(
     # ahead of the scorer and partitions progress unevenly, so only its existence is exact.
     assert loop["detected_position"] is not None and loop["detected_signal"] is not None
     assert loop["promoted_version"] == "2"
-    assert loop["first_served_position"] > 10_000
+    # v2 is promoted after the drift is confirmed, by the wall clock, which is exact. Its first
+    # position is not: a partition that lags behind the others in an as-fast-as-possible replay
+    # hands v2 applications from before the onset (8,683 in one run, promoted at 14,096).
+    assert loop["first_served_position"] is not None
+    assert loop["promoted_at"] > loop["detected_at"]
     assert loop["scored"] == 30_000
     after = summary["with_vs_without"]["after_promotion"]
     assert after["rows"] > 1000
