@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from loanstream.kafka.broker import free_port
@@ -61,7 +62,7 @@ def test_a_backtest_detects_the_drift_and_retraining_beats_the_first_champion(
     # position is not: a partition that lags behind the others in an as-fast-as-possible replay
     # hands v2 applications from before the onset (8,683 in one run, promoted at 14,096).
     assert loop["first_served_position"] is not None
-    assert loop["promoted_at"] > loop["detected_at"]
+    assert datetime.fromisoformat(loop["promoted_at"]) > datetime.fromisoformat(loop["detected_at"])
     assert loop["scored"] == 30_000
     after = summary["with_vs_without"]["after_promotion"]
     assert after["rows"] > 1000
