@@ -143,7 +143,7 @@ class Sender:
             with self._failed_lock:
                 self._failed.append((record_of(msg), err.str()))
 
-    def _produce(self, record: Record, on_delivery: Any = None) -> None:
+    def _produce(self, record: Record, on_delivery: Delivery | None = None) -> None:
         kwargs: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
         if record.timestamp is not None:
             kwargs["timestamp"] = int(record.timestamp * 1000)
@@ -154,6 +154,8 @@ class Sender:
         while True:
             try:
                 self._producer.produce(record.topic, record.value, record.key, **kwargs)
+                if on_delivery is not None:  # one more acknowledgement it waits for
+                    on_delivery.remaining += 1
                 return
             except BufferError:  # the local queue is full: let librdkafka drain it
                 self._producer.poll(0.05)
@@ -178,7 +180,6 @@ class Sender:
         delivery = Delivery()
         for record in records:
             self._produce(record if isinstance(record, Record) else Record(*record), delivery)
-            delivery.remaining += 1
         return delivery
 
     async def settle(self, delivery: Delivery, every_s: float = 0.005) -> None:
@@ -194,17 +195,7 @@ class Sender:
                 if not delivery.failed:
                     return
                 failed, delivery.failed = delivery.failed, []
-                logger.error(
-                    "Kafka refused %d records (%s); sending them again in %.1f s",
-                    len(failed),
-                    failed[0][1],
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                for record, _ in failed:
-                    self._produce(record, delivery)
-                    delivery.remaining += 1
+                delay = await self._send_again(failed, delay, delivery)
                 continue
             await asyncio.sleep(every_s)
             waited += every_s
@@ -232,16 +223,22 @@ class Sender:
                 failed, self._failed = self._failed, []
             if not failed:
                 return
-            logger.error(
-                "Kafka refused %d records (%s); sending them again in %.1f s",
-                len(failed),
-                failed[0][1],
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            for record, _ in failed:
-                self._produce(record)
+            delay = await self._send_again(failed, delay)
+
+    async def _send_again(
+        self, failed: list[tuple[Record, str]], delay: float, delivery: Delivery | None = None
+    ) -> float:
+        """Send refused records again after ``delay`` (counted by ``delivery``); the next delay."""
+        logger.error(
+            "Kafka refused %d records (%s); sending them again in %.1f s",
+            len(failed),
+            failed[0][1],
+            delay,
+        )
+        await asyncio.sleep(delay)
+        for record, _ in failed:
+            self._produce(record, delivery)
+        return min(delay * 2, 5.0)
 
 
 class Delivery:
