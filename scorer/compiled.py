@@ -16,6 +16,7 @@ as it is and scored through scikit-learn.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -210,8 +211,9 @@ class CompiledModel:
     def matrix(self, rows: Rows) -> np.ndarray:
         return np.hstack([b.encode([r.get(b.feature) for r in rows]) for b in self.blocks])
 
+    @functools.cached_property
     def columns(self) -> dict[str, slice]:
-        """Which matrix columns hold each feature."""
+        """Which matrix columns hold each feature (worked out once, then per batch looked up)."""
         out, at = {}, 0
         for block in self.blocks:
             out[block.feature] = slice(at, at + block.width)
@@ -232,8 +234,7 @@ class CompiledModel:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """scikit-learn's interface, for callers that hold a DataFrame."""
-        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        p = self.probability(self.matrix(rows))
+        p = self.probability(self.matrix(records(frame)))
         return np.column_stack([1.0 - p, p])
 
 
@@ -262,9 +263,15 @@ def _compiled(model: Any) -> CompiledModel | None:
     return CompiledModel(blocks, estimator, calibrator)
 
 
-def _uncalibrated(model: Any) -> Any:
+def attribution_model(model: Any) -> Any:
+    """The smooth estimator under a calibrator, if there is one (reason codes use it)."""
     calibrated = getattr(model, "calibrated_classifiers_", None)
     return calibrated[0].estimator if calibrated else model
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as feature dicts, a missing value as None (as applications carry it)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def probe_frame(model: LoadedModel, rows: int = PROBE_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -287,10 +294,10 @@ def probe_frame(model: LoadedModel, rows: int = PROBE_ROWS, seed: int = 0) -> pd
 def disagreement(model: LoadedModel, compiled: CompiledModel) -> float:
     """The largest difference from scikit-learn on the probe, calibrated or not."""
     probe = probe_frame(model)
-    X = compiled.matrix(probe.astype(object).where(probe.notna(), None).to_dict("records"))
+    X = compiled.matrix(records(probe))
     pairs = [
         (repaid_probability(model.model, probe), compiled.probability(X)),
-        (repaid_probability(_uncalibrated(model.model), probe), compiled.raw_probability(X)),
+        (repaid_probability(attribution_model(model.model), probe), compiled.raw_probability(X)),
         (repaid_probability(model.model, probe), repaid_probability(compiled, probe)),
     ]
     return max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in pairs)

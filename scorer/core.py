@@ -20,7 +20,7 @@ import pandas as pd
 
 from loanstream.contracts import Decision, LoanApplication, Prediction, ReasonCode
 from loanstream.models import LoadedModel, repaid_probability
-from scorer.compiled import CompiledModel
+from scorer.compiled import CompiledModel, attribution_model
 
 TOP_REASONS = 3
 
@@ -35,12 +35,6 @@ def typical_values(reference: dict[str, Any]) -> dict[str, Any]:
         elif "quantiles" in profile:
             typical[name] = profile["quantiles"][len(profile["quantiles"]) // 2]
     return typical
-
-
-def attribution_model(model: Any) -> Any:
-    """The smooth estimator under a calibrator, if there is one (see the module docstring)."""
-    calibrated = getattr(model, "calibrated_classifiers_", None)
-    return calibrated[0].estimator if calibrated else model
 
 
 def frame_of(applications: list[LoanApplication], feature_names: list[str]) -> pd.DataFrame:
@@ -69,7 +63,7 @@ def compiled_effects(
     """``frame_effects`` on the compiled model's matrix: one column block set per variant."""
     subset = X[rows]
     typical_row = compiled.matrix([typical])[0]
-    columns = compiled.columns()
+    columns = compiled.columns
     variants = np.repeat(subset[np.newaxis], len(names), axis=0)
     for i, name in enumerate(names):
         variants[i, :, columns[name]] = typical_row[columns[name]]

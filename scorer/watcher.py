@@ -29,8 +29,8 @@ from loanstream.errors import LoanStreamError
 from loanstream.kafka.clients import whole_topic_reader
 from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
-from scorer.compiled import CompiledModel, compile_model
-from scorer.core import attribution_model, typical_values
+from scorer.compiled import CompiledModel, attribution_model, compile_model
+from scorer.core import typical_values
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
 from scorer.settings import ScorerSettings

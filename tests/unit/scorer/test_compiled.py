@@ -13,7 +13,16 @@ import pytest
 from loanstream.models import LoadedModel
 from loanstream.spec import load_spec
 from loanstream.validation import ApplicationValidator
-from scorer.compiled import Block, CompiledModel, Fitted, Linear, Trees, compile_model, probe_frame
+from scorer.compiled import (
+    Block,
+    CompiledModel,
+    Fitted,
+    Linear,
+    Trees,
+    compile_model,
+    probe_frame,
+    records,
+)
 from scorer.core import score_batch
 from tests.helpers import application_json
 from tests.scorer_model import small_model
@@ -70,8 +79,7 @@ def test_missing_and_unknown_values_encode_as_in_scikit_learn(fitted: LoadedMode
     final = pipeline.steps[1][1]
     if getattr(final, "_preprocessor", None) is not None:  # HGB re-encodes its categoricals
         expected = final._preprocessor.transform(expected)
-    rows = probe.astype(object).where(probe.notna(), None).to_dict("records")
-    assert np.array_equal(compiled.matrix(rows), expected, equal_nan=True)
+    assert np.array_equal(compiled.matrix(records(probe)), expected, equal_nan=True)
 
 
 def test_the_compiled_model_survives_the_loader_process(fitted: LoadedModel) -> None:
