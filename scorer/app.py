@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 
+from loanstream.bulk import bulk_take
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, LoanApplication
 from loanstream.errors import InvalidRecord
@@ -193,7 +194,11 @@ def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScore
         acks = Acknowledger(stream, on_acked=observe_latency)
         acking = asyncio.ensure_future(acks.run())
         try:
-            batches = stream.noack_take(settings.batch_max, within=settings.batch_within_s)
+            batches = (
+                bulk_take(stream, settings.batch_max, settings.batch_within_s)
+                if settings.bulk_take
+                else stream.noack_take(settings.batch_max, within=settings.batch_within_s)
+            )
             async for events in batches:
                 if acking.done():  # it only stops on a bug: crash rather than ack nothing
                     raise RuntimeError("the scorer's acknowledger stopped") from acking.exception()

@@ -23,6 +23,11 @@ class ScorerSettings(BaseSettings):
     batch_within_s: float = Field(
         default=0.005, gt=0, le=5, description="wait this long for a batch to fill (after one)"
     )
+    bulk_take: bool = Field(
+        default=True,
+        description="take batches from the stream's queue at once (loanstream.bulk); "
+        "false: Faust's noack_take",
+    )
     reasons: bool = True
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     api_host: str = "127.0.0.1"
