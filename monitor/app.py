@@ -33,6 +33,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from loanstream.bulk import bulk_take
 from loanstream.config import KafkaSettings
 from loanstream.streams import Outgoing, Record, Sender, faust_app
 from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
@@ -190,7 +191,12 @@ def build_app(
     sent = asyncio.Condition()
 
     async def consume(stream: Any, kind: str, handle: Any) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
+        batches = (  # both yield events unacked; each is acked below, once in Kafka
+            bulk_take(stream, BATCH, WITHIN_S)
+            if settings.bulk_take
+            else stream.noack_take(BATCH, within=WITHIN_S)
+        )
+        async for events in batches:
             async with handling:
                 if rebalanced[0]:  # agents resume only once the tables are recovered
                     rebalanced[0] = False
@@ -217,6 +223,7 @@ def build_app(
                 await delivered
                 for event in events:
                     covered[(event.message.topic, event.message.partition)] = event.message.offset
+                    await stream.ack(event)  # in Kafka: its offset may be committed
             finally:
                 async with sent:
                     in_flight[0] -= 1
