@@ -1,9 +1,11 @@
 """The Faust scorer beside a plain confluent-kafka consume -> score -> produce loop, with the same
 model (calibrated hist-gradient-boosting) and batch size, in the same run: throughput at full
 speed, and end-to-end latency (event time -> prediction read back) at fixed rates, each with and
-without reason codes. At full speed, a third row runs the same Faust scorer with Faust's own
-hand-over of fetched messages (``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false``, see
-loanstream.delivery), to show what the prompt hand-over gains.
+without reason codes. Two more rows run the same Faust scorer with Faust's own parts, to show
+what each of ours gains: ``faust-take`` takes its batches with Faust's ``noack_take``
+(``LOANSTREAM_SCORER_BULK_TAKE=false``, see loanstream.bulk), and ``faust-stock`` also hands
+fetched messages over Faust's way (``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false``, see
+loanstream.delivery).
 
     .venv/bin/python -m bench.scorer [--messages 50000] [--rates 500,2000,10000] [--seconds 8]
 
@@ -56,6 +58,8 @@ from trainer.settings import TrainerSettings
 
 console = Console()
 BATCH = 500
+WARM_UP = 200  # applications scored before a latency run is timed
+KINDS = ("plain", "faust", "faust-take", "faust-stock")
 
 
 def payloads(n: int) -> list[bytes]:
@@ -65,7 +69,7 @@ def payloads(n: int) -> list[bytes]:
 
 
 def stamped(value: bytes, index: int) -> bytes:
-    """The application with a fresh id and event time = now, for latency."""
+    """The application with a fresh id (``b<index>``) and event time = now, for latency."""
     document = orjson.loads(value)
     document["application_id"] = f"b{index}"
     document["event_time"] = datetime.now(UTC).isoformat()
@@ -94,8 +98,11 @@ def send(kafka: KafkaSettings, values: list[bytes], rate: float | None) -> None:
     producer.flush()
 
 
-def collect(kafka: KafkaSettings, expected: int, timeout_s: float) -> tuple[list[float], float]:
-    """(latencies in s, seconds from first to last prediction) read from loan.predictions."""
+def collect(
+    kafka: KafkaSettings, expected: int, timeout_s: float, stamped_only: bool = False
+) -> tuple[list[float], float]:
+    """(latencies in s, seconds from first to last prediction) read from loan.predictions;
+    with ``stamped_only``, of the applications ``stamped`` made alone."""
     consumer = Consumer(
         {
             "bootstrap.servers": kafka.bootstrap_servers,
@@ -113,10 +120,12 @@ def collect(kafka: KafkaSettings, expected: int, timeout_s: float) -> tuple[list
             if message.error():
                 continue
             now = time.time()
+            prediction = orjson.loads(message.value())
+            if stamped_only and not prediction["application_id"].startswith("b"):
+                continue
             first, last = first or now, now
             seen += 1
-            event = orjson.loads(message.value())["event_time"]
-            latencies.append(now - datetime.fromisoformat(event).timestamp())
+            latencies.append(now - datetime.fromisoformat(prediction["event_time"]).timestamp())
     consumer.close()
     return latencies, last - first
 
@@ -175,7 +184,8 @@ class Scorer:
                 "LOANSTREAM_SCORER_REASONS": str(reasons).lower(),
                 "LOANSTREAM_SCORER_BATCH_MAX": str(BATCH),
                 "LOANSTREAM_SCORER_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": str(kind == "faust").lower(),
+                "LOANSTREAM_SCORER_BULK_TAKE": str(kind == "faust").lower(),
+                "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": str(kind != "faust-stock").lower(),
             }
             self.process: Any = subprocess.Popen(
                 [sys.executable, "-m", "loanstream.cli", "scorer", "--no-api"],
@@ -223,10 +233,14 @@ def run(
                 "throughput": len(values) / seconds if seconds else 0.0,
                 "received": float(len(latencies)),
             }
-        time.sleep(12)  # the scorer is up and has joined its group before timing starts
+        # Timing starts once the scorer answers: a fixed sleep timed the Faust scorer's start
+        # (model load, group join) as well, when it came later than the sleep.
+        send(kafka, values[:WARM_UP], None)
+        if len(collect(kafka, WARM_UP, 180)[0]) < WARM_UP:
+            raise RuntimeError(f"the {kind} scorer did not answer its warm-up in 180 s")
         collected: list[list[float]] = []
         reader = threading.Thread(  # reads while the load runs: latency is read time - event time
-            target=lambda: collected.append(collect(kafka, len(values), 120)[0])
+            target=lambda: collected.append(collect(kafka, len(values), 120, True)[0])
         )
         reader.start()
         send(kafka, values, rate)
@@ -273,16 +287,12 @@ def main() -> None:
         info, _ = broker.start()
         values = payloads(max(args.messages, int(max(rates) * args.seconds)))
         try:
-            plan = [
-                (kind, reasons, None)
-                for reasons in (False, True)
-                for kind in ("plain", "faust", "faust-stock")
-            ]
+            plan = [(kind, reasons, None) for reasons in (False, True) for kind in KINDS]
             plan += [
                 (kind, reasons, rate)
                 for rate in rates
                 for reasons in (False, True)
-                for kind in ("plain", "faust")
+                for kind in KINDS[:3]
             ]
             for i, (kind, reasons, rate) in enumerate(plan, 1):
                 count = args.messages if rate is None else int(rate * args.seconds)
@@ -321,7 +331,8 @@ def report(results: list[dict[str, Any]], out: Path) -> None:
         console.print(
             f"reasons {'on' if reasons else 'off'}: Faust reaches "
             f"{full['faust'] / full['plain']:.2f}x the plain loop's throughput "
-            f"({full['faust-stock'] / full['plain']:.2f}x with Faust's own hand-over)"
+            f"({full['faust-take'] / full['plain']:.2f}x with Faust's noack_take, "
+            f"{full['faust-stock'] / full['plain']:.2f}x with its hand-over as well)"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(results, indent=2))
@@ -333,7 +344,7 @@ def report(results: list[dict[str, Any]], out: Path) -> None:
     ]
     left.bar(labels, [r["throughput"] for r in results if r["rate"] is None])
     left.set(title="throughput at full speed", ylabel="applications / s")
-    for kind in ("plain", "faust"):
+    for kind in KINDS[:3]:
         for reasons in (False, True):
             points = [
                 (r["rate"], r["p99_ms"])
