@@ -60,14 +60,17 @@ async def bulk_take(stream: Any, max_size: int, within_s: float) -> AsyncIterato
     if max_size < 1:
         raise ValueError(f"max_size must be at least 1, not {max_size}")
     queue = stream.channel.queue
-    while not stream.should_stop:
-        await asyncio.sleep(0)  # a turn for the fetch loop, which fills the queue
-        taken = [await queue.get()]
-        deadline = time.monotonic() + within_s
-        take_queued(queue, taken, max_size)
-        while len(taken) < max_size and (wait := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
+    try:
+        while not stream.should_stop:
+            await asyncio.sleep(0)  # a turn for the fetch loop, which fills the queue
+            taken = [await queue.get()]
+            deadline = time.monotonic() + within_s
             take_queued(queue, taken, max_size)
-        events = [event for event in taken if admit(stream, event)]
-        if events:
-            yield events
+            while len(taken) < max_size and (wait := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+                take_queued(queue, taken, max_size)
+            events = [event for event in taken if admit(stream, event)]
+            if events:
+                yield events
+    except StopAsyncIteration:  # thrown into the queue by Faust as its worker stops: the end
+        return  # (what was taken and not yielded was not acked: it comes again)

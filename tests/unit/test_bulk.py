@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from faust.events import Event
 from faust.types.tuples import ConsumerMessage, Message
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from loanstream.bulk import bulk_take
 
@@ -26,7 +27,8 @@ class Stream:
 
     def __init__(self) -> None:
         self.should_stop = False
-        self.channel = type("Channel", (), {"queue": asyncio.Queue()})()
+        queue = ThrowableQueue(flow_control=FlowControlEvent())  # a Faust channel's queue
+        self.channel = type("Channel", (), {"queue": queue})()
         self.app: Any = type("App", (), {})()
         self.app.flow_control = FlowControl()
         self.app.consumer_generation_id = 7
@@ -116,6 +118,21 @@ def test_nothing_is_admitted_while_faust_has_suspended_its_flow() -> None:
         stream.put(2)
         assert offsets(await pending) == [2]
         assert stream.came_in == [2]  # the dropped one was never tracked
+
+    asyncio.run(scenario())
+
+
+def test_the_batches_end_when_faust_ends_the_channel() -> None:
+    async def scenario() -> None:
+        stream = Stream()
+        batches = bulk_take(stream, max_size=10, within_s=0.01)
+        stream.put(1)
+        assert offsets(await anext(batches)) == [1]
+        pending = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.02)
+        stream.channel.queue._throw(StopAsyncIteration())  # as a stopping worker does
+        with pytest.raises(StopAsyncIteration):  # the end of the iteration, not a crash
+            await pending
 
     asyncio.run(scenario())
 
