@@ -78,8 +78,11 @@ def top_reasons(
     own, shifted = effects
     contributions = own[np.newaxis, :] - shifted  # < 0: this value lowers the score
     reasons: dict[int, list[ReasonCode]] = {}
+    # Ties (a forest often gives two features the same effect) go to the first feature, and
+    # float noise below 1e-12 does not order them: compiled and scikit-learn give the same codes.
+    ranked = np.round(contributions, 12)
     for column, row in enumerate(rows.tolist()):
-        order = np.argsort(contributions[:, column])[:TOP_REASONS]
+        order = np.argsort(ranked[:, column], kind="stable")[:TOP_REASONS]
         reasons[row] = [
             ReasonCode(feature=names[i], contribution=float(f"{contributions[i, column]:.4g}"))
             for i in order
