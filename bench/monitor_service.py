@@ -102,8 +102,8 @@ def fill(kafka: KafkaSettings, events: Any, update: Any) -> None:
 # (row name, LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY): the service with each hand-over
 SERVICES = (  # (name, prompt hand-over, bulk take)
     ("Faust service, Faust's own hand-over and take", "false", "false"),
-    ("Faust service, prompt hand-over, Faust's take", "true", "false"),
-    ("Faust service, prompt hand-over, bulk take (default)", "true", "true"),
+    ("Faust service, prompt hand-over, Faust's take (default)", "true", "false"),
+    ("Faust service, prompt hand-over, bulk take", "true", "true"),
 )
 
 

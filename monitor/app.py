@@ -191,10 +191,10 @@ def build_app(
     sent = asyncio.Condition()
 
     async def consume(stream: Any, kind: str, handle: Any) -> None:
-        batches = (  # both yield events unacked; each is acked below, once in Kafka
+        batches = (  # take_events acks a batch after this loop's body; bulk_take's are acked below
             bulk_take(stream, BATCH, WITHIN_S)
             if settings.bulk_take
-            else stream.noack_take(BATCH, within=WITHIN_S)
+            else stream.take_events(BATCH, within=WITHIN_S)
         )
         async for events in batches:
             async with handling:
@@ -223,7 +223,8 @@ def build_app(
                 await delivered
                 for event in events:
                     covered[(event.message.topic, event.message.partition)] = event.message.offset
-                    await stream.ack(event)  # in Kafka: its offset may be committed
+                    if settings.bulk_take:  # in Kafka: its offset may be committed
+                        await stream.ack(event)
             finally:
                 async with sent:
                     in_flight[0] -= 1
