@@ -91,3 +91,23 @@ def test_token_bucket_sustains_its_rate_on_a_fake_clock() -> None:
         sent += bucket.take(1000)
         now[0] += 0.0001  # the work of sending
     assert sent / now[0] == pytest.approx(5000, rel=0.01)
+
+
+@pytest.mark.parametrize("rate", [2000.0, 50.0])
+def test_token_bucket_waits_at_least_its_minimum_and_keeps_the_rate(rate: float) -> None:
+    """At 2,000/s a wait per token would wake the sender every 0.5 ms for one message; waits of
+    at least 2 ms send a few at a time. At 50/s a token takes 20 ms anyway."""
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(rate=rate, clock=lambda: now[0], sleep=sleep)
+    sent, takes = 0, 0
+    while sent < rate * 10:
+        sent += bucket.take(10_000)
+        takes += 1
+    assert min(waits) >= 0.002
+    assert sent / now[0] == pytest.approx(rate, rel=0.01)
+    assert takes <= now[0] / 0.002 + 1  # one send per wait, not one per token
