@@ -20,7 +20,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 
 from loanstream.config import KafkaSettings
-from loanstream.delivery import use_prompt_delivery
+from loanstream.delivery import use_transport
 from loanstream.kafka.clients import PRODUCER_DEFAULTS
 from loanstream.logs import LIBRARIES, throttle_library_logs
 
@@ -77,8 +77,12 @@ def faust_app(
         broker_max_poll_interval=max_poll_interval_s,
         stream_buffer_maxsize=kafka.faust_stream_buffer,
     )
-    if kafka.faust_prompt_delivery:
-        use_prompt_delivery(app)
+    use_transport(
+        app,
+        prompt=kafka.faust_prompt_delivery,
+        fetch_min_bytes=kafka.faust_fetch_min_bytes,
+        fetch_max_wait_ms=kafka.faust_fetch_max_wait_ms,
+    )
     return app
 
 

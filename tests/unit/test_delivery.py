@@ -1,4 +1,5 @@
-"""The prompt hand-over of fetched messages: same results as Faust's wait_first, fewer tasks."""
+"""Our Faust transport: fetches tuned for batches, and the prompt hand-over of fetched messages
+(same results as Faust's wait_first, fewer tasks)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import faust
 import pytest
 
-from loanstream.delivery import PromptConsumer, advance, resume, use_prompt_delivery
+from loanstream.delivery import PromptConsumer, advance, resume, use_transport
 
 
 async def returns_at_once(value: int) -> int:
@@ -79,7 +80,7 @@ def test_an_exception_or_a_cancellation_reaches_the_resumed_coroutine() -> None:
 
 
 def consumer_of(app: faust.App) -> Any:
-    use_prompt_delivery(app)
+    use_transport(app)
     consumer = app.consumer  # built, not started: no broker is needed
     assert isinstance(consumer, PromptConsumer)
     return consumer
@@ -123,3 +124,30 @@ def test_a_delivery_that_waits_is_still_cut_short_when_the_flow_is_suspended() -
     assert cut.done[0] is not None and cut.results == [True]  # the event's wait() won
     assert cancelled  # the stuck delivery was cancelled, as Faust's wait_first does
     assert waited.results == [11]
+
+
+@pytest.mark.parametrize("prompt", [True, False])
+def test_the_worker_consumer_fetches_with_the_transport_s_sizes(prompt: bool) -> None:
+    """Faust hard-codes fetch_max_wait_ms=1500 and fetch.min.bytes 1; ours come from settings,
+    with or without the prompt hand-over."""
+    app = faust.App(f"fetch-test-{prompt}", broker="kafka://127.0.0.1:1")
+    use_transport(app, prompt=prompt, fetch_min_bytes=32768, fetch_max_wait_ms=10)
+
+    async def main() -> tuple[int, int]:
+        thread = app.consumer._thread  # built, not started: no broker is needed
+        consumer = thread._create_worker_consumer(app.transport)
+        return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+
+    assert asyncio.run(main()) == (32768, 10)
+    assert isinstance(app.consumer, PromptConsumer) is prompt
+
+
+def test_without_tuning_the_worker_consumer_fetches_as_faust_does() -> None:
+    app = faust.App("fetch-test-default", broker="kafka://127.0.0.1:1")
+    use_transport(app)
+
+    async def main() -> tuple[int, int]:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+
+    assert asyncio.run(main()) == (1, 1500)
