@@ -11,6 +11,10 @@ last source offset of each partition it covers. Faust commits offsets on its own
 behind the snapshot, so a restarted monitor reads records again that the restored detectors have
 already counted: those are skipped, or the detectors would count them twice, and a drift
 confirmed before the restart would be confirmed again under a new id (the SIGKILL fault test).
+At a graceful stop Faust handles and commits everything it has fetched, so a last snapshot is
+written after that. A SIGKILL can leave commits ahead of the last snapshot: the detectors of the
+next monitor never count the records in between (at most ``state_every_s`` worth; the join and
+loan.labelled lose nothing).
 
 Everything the monitor writes (loan.labelled, events, requests, dead letters, the tables'
 changelogs, snapshots) goes through one librdkafka producer (:class:`loanstream.streams.Sender`):
@@ -244,23 +248,42 @@ def build_app(
     async def assigned(_: Any, *args: Any, **kwargs: Any) -> None:
         rebalanced[0] = True
 
+    async def snapshot(tick: bool = True) -> None:
+        """Write the detectors' state, with the source offsets it covers, once no batch is in
+        flight; ``tick`` first expires what is due and sends that."""
+        async with handling:
+            async with sent:
+                await sent.wait_for(lambda: in_flight[0] == 0)
+            if tick:
+                core.tick(datetime.now(UTC))
+                await submit([])  # what expired, before a snapshot that covers it
+            state = core.snapshot()
+            offsets = orjson.dumps([[t, p, o] for (t, p), o in covered.items()])
+        if len(state) > MAX_STATE_BYTES:
+            raise ValueError(f"state snapshot of {len(state)} bytes is too large to send")
+        headers = [(OFFSETS_HEADER, offsets)]
+        await sender.send_all(
+            [Record(state_topic, settings.app_id.encode(), state, headers=headers)]
+        )
+
     @app.timer(interval=settings.state_every_s)
     async def housekeeping() -> None:
         try:
-            async with handling:
-                async with sent:
-                    await sent.wait_for(lambda: in_flight[0] == 0)
-                core.tick(datetime.now(UTC))
-                await submit([])  # what expired, before a snapshot that covers it
-                snapshot = core.snapshot()
-                offsets = orjson.dumps([[t, p, o] for (t, p), o in covered.items()])
-            if len(snapshot) > MAX_STATE_BYTES:
-                raise ValueError(f"state snapshot of {len(snapshot)} bytes is too large to send")
-            headers = [(OFFSETS_HEADER, offsets)]
-            await sender.send_all(
-                [Record(state_topic, settings.app_id.encode(), snapshot, headers=headers)]
-            )
+            await snapshot()
         except Exception:  # never let housekeeping stop the join; the next round tries again
             logger.exception("monitor housekeeping failed")
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def last_snapshot(_: Any, **kwargs: Any) -> None:
+        """At a graceful stop Faust first handles and commits what it has fetched; without a
+        snapshot after that, the next monitor would resume past records that its restored
+        detectors never counted (a restart test lost ~3,000-5,000 labelled positions)."""
+        try:
+            await snapshot(tick=False)
+            logger.info("detector state written at stop (%d source partitions)", len(covered))
+        except Exception:
+            logger.exception(
+                "the last snapshot at stop failed; the next monitor resumes from an older one"
+            )
 
     return app, [core]
