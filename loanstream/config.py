@@ -51,19 +51,6 @@ class KafkaSettings(BaseSettings):
         description="Faust services hand each fetched message to their streams without the four "
         "tasks Faust makes for it (loanstream.delivery); false: Faust's own hand-over",
     )
-    faust_fetch_min_bytes: int = Field(
-        default=32 * 1024,
-        ge=1,
-        description="bytes a Faust service's fetch waits for (or faust_fetch_max_wait_ms): "
-        "Faust's 1 made a fetch per dozen records, a third of the scorer's CPU at 2,000/s",
-    )
-    faust_fetch_max_wait_ms: int = Field(
-        default=10,
-        ge=0,
-        le=60_000,
-        description="the longest a Faust service's fetch waits for faust_fetch_min_bytes "
-        "(Faust's own: 1,500); it bounds the latency the batching adds",
-    )
 
     def topic(self, name: str) -> str:
         """The real name of a declared topic, e.g. ``loan.applications`` with the prefix."""

@@ -55,9 +55,14 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
 
 
 def faust_app(
-    kafka: KafkaSettings, app_id: str, session_timeout_s: float, max_poll_interval_s: float
+    kafka: KafkaSettings,
+    app_id: str,
+    session_timeout_s: float,
+    max_poll_interval_s: float,
+    fetch: tuple[int, int] = (1, 1500),
 ) -> faust.App:
-    """A Faust app with the project's settings (in-memory tables, raw bytes in and out)."""
+    """A Faust app with the project's settings (in-memory tables, raw bytes in and out), whose
+    fetches wait for ``fetch`` = (min bytes, max wait ms); the default is Faust's own."""
     app = faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
@@ -80,8 +85,8 @@ def faust_app(
     use_transport(
         app,
         prompt=kafka.faust_prompt_delivery,
-        fetch_min_bytes=kafka.faust_fetch_min_bytes,
-        fetch_max_wait_ms=kafka.faust_fetch_max_wait_ms,
+        fetch_min_bytes=fetch[0],
+        fetch_max_wait_ms=fetch[1],
     )
     return app
 

@@ -174,7 +174,11 @@ class Acknowledger:
 
 def build_app(kafka: KafkaSettings, settings: ScorerSettings, scorer: BatchScorer) -> faust.App:
     app = faust_app(
-        kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
+        kafka,
+        settings.app_id,
+        settings.session_timeout_s,
+        settings.max_poll_interval_s,
+        fetch=(settings.fetch_min_bytes, settings.fetch_max_wait_ms),
     )
     source = app.topic(kafka.topic(APPLICATIONS), value_serializer="raw", key_serializer="raw")
     holder = scorer.holder

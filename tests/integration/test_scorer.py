@@ -183,11 +183,12 @@ def test_hot_swap_under_two_thousand_per_second(
     # The stream starts once the worker owns its partitions: measured from before that, the
     # swap would land in the catch-up on what queued while the group formed (seconds of it).
     wait_for_assignment(kafka, group)
-    # Published 1 s into a 20 s stream: loading takes 3-6 s on this machine under load. The
-    # update is read from MLflow now, not on the timer's thread, which would hold the GIL of
-    # this process, and so its steady stream of applications, while the swap happens.
+    # Published 8 s into a 20 s stream, so the swap comes in the steady stream and not in its
+    # first seconds, when the broker's JIT and the scorer's first batches make pauses of their
+    # own; the load takes ~1 s. The update is read from MLflow now, not on the timer's thread,
+    # which would hold the GIL of this process, and so its stream, while the swap happens.
     update = models.registry.version("2").update()
-    swap = threading.Timer(1.0, lambda: publish(kafka, update))
+    swap = threading.Timer(8.0, lambda: publish(kafka, update))
     swap.start()
     sent: list[tuple[int, float]] = [(0, time.time())]  # (applications sent so far, when)
     produce_live(
@@ -230,13 +231,12 @@ def test_hot_swap_under_two_thousand_per_second(
         f"predictions {largest_gap * 1000:.0f} ms, median pause "
         f"{sorted(p for p, _ in pauses)[len(pauses) // 2] * 1000:.0f} ms"
     )
-    # The issue asks for under 100 ms. Measured on this 2-core machine (broker and producer
-    # beside the scorer), with batches taken in bulk (loanstream.bulk): the median pause is
-    # 25-39 ms; within 1 s of the swap the longest was 201 and 244 ms once the stream started
-    # after the group formed, and pauses of 130-180 ms come seconds away from the swap too,
-    # while the loop waits for the fetcher (see the closing notes): not met. This bound catches
-    # a swap that stalls scoring.
-    assert around < 0.5
+    # Under 100 ms, as the issue asks. On this 2-core machine the broker, this test's producer
+    # and the scorer share the cores; pauses of 115-245 ms came from the cores running out
+    # (the broker answering ~170 fetches/s of a dozen records each), not from the swap. With
+    # fetches that gather 32 KiB or 10 ms (loanstream.delivery) the longest pause in the whole
+    # stream was 39-93 ms.
+    assert around < 0.1
 
 
 def scoring_pauses(
