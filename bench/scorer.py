@@ -1,11 +1,12 @@
 """The Faust scorer beside a plain confluent-kafka consume -> score -> produce loop, with the same
 model (calibrated hist-gradient-boosting) and batch size, in the same run: throughput at full
 speed, and end-to-end latency (event time -> prediction read back) at fixed rates, each with and
-without reason codes. Two more rows run the same Faust scorer with Faust's own parts, to show
-what each of ours gains: ``faust-take`` takes its batches with Faust's ``noack_take``
-(``LOANSTREAM_SCORER_BULK_TAKE=false``, see loanstream.bulk), and ``faust-stock`` also hands
-fetched messages over Faust's way (``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false``, see
-loanstream.delivery).
+without reason codes. Three more rows run the same Faust scorer with Faust's own parts, one more
+at each step, to show what each of ours gains: ``faust-fetch`` fetches as Faust does (1 byte or
+1,500 ms, ``LOANSTREAM_SCORER_FETCH_MIN_BYTES=1``, see loanstream.delivery), ``faust-take`` also
+takes its batches with Faust's ``noack_take`` (``LOANSTREAM_SCORER_BULK_TAKE=false``, see
+loanstream.bulk), and ``faust-stock`` also hands fetched messages over Faust's way
+(``LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY=false``).
 
     .venv/bin/python -m bench.scorer [--messages 50000] [--rates 500,2000,10000] [--seconds 8]
 
@@ -59,7 +60,8 @@ from trainer.settings import TrainerSettings
 console = Console()
 BATCH = 500
 WARM_UP = 200  # applications scored before a latency run is timed
-KINDS = ("plain", "faust", "faust-take", "faust-stock")
+KINDS = ("plain", "faust", "faust-fetch", "faust-take", "faust-stock")
+LATENCY_KINDS = KINDS[:4]
 
 
 def payloads(n: int) -> list[bytes]:
@@ -184,9 +186,14 @@ class Scorer:
                 "LOANSTREAM_SCORER_REASONS": str(reasons).lower(),
                 "LOANSTREAM_SCORER_BATCH_MAX": str(BATCH),
                 "LOANSTREAM_SCORER_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "LOANSTREAM_SCORER_BULK_TAKE": str(kind == "faust").lower(),
+                "LOANSTREAM_SCORER_BULK_TAKE": str(kind in ("faust", "faust-fetch")).lower(),
                 "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": str(kind != "faust-stock").lower(),
             }
+            if kind != "faust":  # Faust's own fetch sizes
+                env |= {
+                    "LOANSTREAM_SCORER_FETCH_MIN_BYTES": "1",
+                    "LOANSTREAM_SCORER_FETCH_MAX_WAIT_MS": "1500",
+                }
             self.process: Any = subprocess.Popen(
                 [sys.executable, "-m", "loanstream.cli", "scorer", "--no-api"],
                 env=env,
@@ -292,7 +299,7 @@ def main() -> None:
                 (kind, reasons, rate)
                 for rate in rates
                 for reasons in (False, True)
-                for kind in KINDS[:3]
+                for kind in LATENCY_KINDS
             ]
             for i, (kind, reasons, rate) in enumerate(plan, 1):
                 count = args.messages if rate is None else int(rate * args.seconds)
@@ -331,7 +338,8 @@ def report(results: list[dict[str, Any]], out: Path) -> None:
         console.print(
             f"reasons {'on' if reasons else 'off'}: Faust reaches "
             f"{full['faust'] / full['plain']:.2f}x the plain loop's throughput "
-            f"({full['faust-take'] / full['plain']:.2f}x with Faust's noack_take, "
+            f"({full['faust-fetch'] / full['plain']:.2f}x with Faust's fetch sizes, "
+            f"{full['faust-take'] / full['plain']:.2f}x with its noack_take as well, "
             f"{full['faust-stock'] / full['plain']:.2f}x with its hand-over as well)"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,7 +352,7 @@ def report(results: list[dict[str, Any]], out: Path) -> None:
     ]
     left.bar(labels, [r["throughput"] for r in results if r["rate"] is None])
     left.set(title="throughput at full speed", ylabel="applications / s")
-    for kind in KINDS[:3]:
+    for kind in LATENCY_KINDS:
         for reasons in (False, True):
             points = [
                 (r["rate"], r["p99_ms"])
