@@ -222,21 +222,25 @@ def test_hot_swap_under_two_thousand_per_second(
     # largest of all once the worker has warmed up.
     around = max(pause for pause, t in every_pause if abs(t - swapped_at) <= 1.0)
     pauses = every_pause[len(every_pause) // 20 :]
-    gaps = sorted({p.scored_at.timestamp() for p in predictions})
-    largest_gap = max(b - a for a, b in itertools.pairwise(gaps[len(gaps) // 20 :]))
+    times = sorted({p.scored_at.timestamp() for p in predictions})
+    gaps = [(b - a, b) for a, b in itertools.pairwise(times)]
+    largest_gap = max(gap for gap, _ in gaps[len(gaps) // 20 :])
+    gap_around = max(gap for gap, t in gaps if abs(t - swapped_at) <= 1.0)
     largest, at = max(pauses)
     print(
         f"hot swap: longest scoring pause {largest * 1000:.0f} ms ({at - swapped_at:+.1f} s from "
         f"the swap), within 1 s of the swap {around * 1000:.0f} ms; largest gap between "
-        f"predictions {largest_gap * 1000:.0f} ms, median pause "
+        f"predictions {largest_gap * 1000:.0f} ms, {gap_around * 1000:.0f} ms within 1 s of the "
+        f"swap; median pause "
         f"{sorted(p for p, _ in pauses)[len(pauses) // 2] * 1000:.0f} ms"
     )
     # Under 100 ms, as the issue asks. On this 2-core machine the broker, this test's producer
     # and the scorer share the cores; pauses of 115-245 ms came from the cores running out
-    # (the broker answering ~170 fetches/s of a dozen records each), not from the swap. With
-    # fetches that gather 32 KiB or 10 ms (loanstream.delivery) the longest pause in the whole
-    # stream was 39-93 ms.
+    # (the scorer's ~170 fetches/s of a dozen records each), not from the swap. With fetches
+    # that gather 32 KiB or 10 ms (loanstream.delivery), in six runs: within 1 s of the swap
+    # 36-43 ms, the longest pause anywhere 41-75 ms, the largest gap 46-79 ms.
     assert around < 0.1
+    assert gap_around < 0.1  # nor between predictions, whether or not applications were sent
 
 
 def scoring_pauses(
