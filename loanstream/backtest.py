@@ -198,7 +198,13 @@ class TrainingHold:
     waits for, not to this machine's training speed), and while the scorer runs more than
     ``max_lag`` applications ahead of what the monitor has joined (the monitor is the slower
     service; without the hold the drift would be confirmed long after the scorer passed it).
-    A hold ends when its cause does, when the monitor stops moving, or after ``max_hold_s``."""
+    A hold ends when its cause does, when the monitor stops moving, or after ``max_hold_s``.
+
+    Only the scorer's own process is held, not its model loader: a promoted model goes on
+    loading while the scorer waits, and serves from the first batch after the hold. Holding the
+    loader too let the old model score ~7,500 more applications after a promotion, at full
+    speed between holds.
+    """
 
     def __init__(
         self,
@@ -266,7 +272,7 @@ class TrainingHold:
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
+            os.kill(pid, sig)
 
 
 # -- the run ------------------------------------------------------------------------------

@@ -154,6 +154,8 @@ class FakeView:
 
 
 def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags() -> None:
+    import os
+    import signal
     import subprocess
     import sys
     import time
@@ -175,9 +177,20 @@ def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags
             time.sleep(0.01)
         return False
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    # a scorer with a loader process of its own, in its process group
+    scorer_with_loader = (
+        "import subprocess, sys, time; "
+        "loader = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+        "print(loader.pid, flush=True); time.sleep(30)"
     )
+    child = subprocess.Popen(
+        [sys.executable, "-c", scorer_with_loader],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    loader = int(child.stdout.readline())
     try:
         state = SimpleNamespace(pid=child.pid, alive=True)
         supervisor = SimpleNamespace(state=lambda name: state)
@@ -187,6 +200,7 @@ def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags
         assert hold(view) is False and becomes(child.pid, stopped=False)
         view.trainer = {"loanstream_trainer_requests_total": 1}  # asked, rows ready: training
         assert hold(view) is True and becomes(child.pid, stopped=True)
+        assert proc_state(loader) != "T"  # a promoted model goes on loading meanwhile
         view.trainer["loanstream_trainer_retrain_seconds_count"] = 1  # the round ended
         assert hold(view) is False and becomes(child.pid, stopped=False)
         view.scored_n = 4000  # 3,000 ahead of the monitor
@@ -196,5 +210,5 @@ def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags
         hold(view)
         assert becomes(child.pid, stopped=False)
     finally:
-        child.kill()
+        os.killpg(child.pid, signal.SIGKILL)
         child.wait()
