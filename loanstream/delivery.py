@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as driver
@@ -40,15 +40,15 @@ from mode.services import WaitArgT, WaitResults
 
 
 class TunedConsumerThread(driver.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread, with the fetch sizes of its transport (if it has them)."""
+    """Faust's aiokafka consumer thread, with the fetch sizes of its (tuned) transport."""
 
-    def _create_worker_consumer(self, transport: Any) -> Any:
+    def _create_worker_consumer(self, transport: driver.Transport) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        tuning = getattr(transport, "fetch_tuning", None)
-        if tuning is not None:
-            # Faust passes fetch_max_wait_ms=1500 and no fetch_min_bytes, and offers no setting
-            # for either; aiokafka hands both to its fetcher when the consumer starts.
-            consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = tuning
+        # Faust passes fetch_max_wait_ms=1500 and no fetch_min_bytes, and offers no setting for
+        # either; aiokafka hands both to its fetcher when the consumer starts. Only a
+        # TunedConsumer makes this thread, and only a TunedTransport makes that consumer.
+        tuning = cast(TunedTransport, transport).fetch_tuning
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = tuning
         return consumer
 
 
@@ -106,7 +106,7 @@ class PromptConsumer(TunedConsumer):
 
 class TunedTransport(driver.Transport):
     Consumer = TunedConsumer
-    fetch_tuning: tuple[int, int] | None = None  # (fetch_min_bytes, fetch_max_wait_ms)
+    fetch_tuning: tuple[int, int] = (1, 1500)  # (fetch_min_bytes, fetch_max_wait_ms): Faust's
 
 
 class PromptTransport(TunedTransport):

@@ -277,7 +277,7 @@ def build_app(
     async def last_snapshot(_: Any, **kwargs: Any) -> None:
         """At a graceful stop Faust first handles and commits what it has fetched; without a
         snapshot after that, the next monitor would resume past records that its restored
-        detectors never counted (a restart test lost ~3,000-5,000 labelled positions)."""
+        detectors never counted (the restart test lost ~3,000 labelled positions)."""
         try:
             await snapshot(tick=False)
             logger.info("detector state written at stop (%d source partitions)", len(covered))
