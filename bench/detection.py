@@ -70,7 +70,9 @@ SINGLE: dict[str, tuple[Callable[[], Any], Callable[[float, int], float]]] = {
     "HDDM_W": (binary.HDDMW, binary_error),
     "PageHinkley (error)": (drift.PageHinkley, binary_error),
 }
-PIPELINE = ("concept", "data", "prediction", "data|prediction", "any")
+# signals of the pipeline, alone and together; concept and performance count labelled events
+PIPELINE = ("concept", "performance", "data", "prediction", "data|prediction", "any")
+LABELLED = (DriftSignal.CONCEPT, DriftSignal.PERFORMANCE)
 CONFIGS = tuple(f"pipeline: {s}" for s in PIPELINE) + tuple(SINGLE)
 PLOTTED = ("pipeline: concept", *SINGLE)
 GOAL_EVENTS, GOAL_RATIO = 500, 2.0
@@ -151,9 +153,9 @@ def detect(
             if detector.drift_detected:
                 found[name].append(position)
     for event in pipeline.events:
-        concept = event.signal == DriftSignal.CONCEPT
-        at = labelled_at[event.confirmed_position] if concept else event.confirmed_position
-        for kind in ["any", event.signal.value] + ([] if concept else ["data|prediction"]):
+        labels = event.signal in LABELLED
+        at = labelled_at[event.confirmed_position] if labels else event.confirmed_position
+        for kind in ["any", event.signal.value] + ([] if labels else ["data|prediction"]):
             found[f"pipeline: {kind}"].append(at)
     return found, pipeline
 
