@@ -7,6 +7,12 @@ more errors than the model itself expects for those very applicants, by a sequen
 ratio test. A covariate shift changes which applicants come but not how they repay, so the
 expected errors move with it and the test does not confirm.
 Only degradations count: when errors fall back (a stressed regime ends), nothing fires.
+
+Labels arrive in label-time order, so for as long as the label delays spread, the outcomes of
+applications from before a drift keep arriving mixed with those from after it. A confirmation
+is therefore followed by a settling period, in which the detectors watch nothing, until the
+arriving labels are (95%) for applications made after the confirmation window: a detector
+restarted on the still-tipping mix would confirm the same drift again.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import base64
 import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import numpy as np
 from river import drift
 from river.drift import binary
 
@@ -277,6 +284,7 @@ class MonitorStats:
     raw_alarms: int
     unconfirmed: int
     confirmed: int
+    settling: int  # events not watched while the labels of a confirmed drift's onset settled
 
     @property
     def false_alarm_rate(self) -> float:
@@ -305,6 +313,17 @@ class _Window:
     events: int = 0
     errors: int = 0
     expected: float = 0.0
+    margin: float = 0.0  # added to the tolerance while the bias is learnt from few events
+    times: list[float] = field(default_factory=list)  # event times of the window's events
+
+
+@dataclass
+class _Settling:
+    """After a confirmation: the share of arriving labels older than ``watermark`` (an EMA,
+    from 1), which must fall below ``settle_share`` before the detectors watch again."""
+
+    watermark: float | None
+    stale: float = 1.0
 
 
 class ConceptDriftMonitor:
@@ -316,15 +335,21 @@ class ConceptDriftMonitor:
     model's expectation (its miscalibration): measured over the first ``bias_events`` events
     after a (re)start outside confirmation windows, then frozen, so a slowly growing error is
     not absorbed as miscalibration; only a lower recent excess (over the last ~``bias_events``)
-    replaces it. H1: with q0 + effect, for a mixture over ``effects``. The drift is confirmed
-    once the mixture's likelihood ratio reaches 1 / alpha, so under H0 a window confirms with
-    probability at most alpha; the confirmed run length is at least the raw one / alpha. Every
+    replaces it. A bias learnt from n events is uncertain: the tolerance is at least
+    1 / sqrt(n), at most two of its standard errors (0.02 covers them from n = 2,500), so an
+    alarm soon after a (re)start is not confirmed by the bias's own noise. H1: with
+    q0 + effect, for a mixture over ``effects``. The drift is confirmed once the mixture's
+    likelihood ratio reaches 1 / alpha, so under H0 a window confirms with probability at most
+    alpha; the confirmed run length is at least the raw one / alpha. Every
     ``confirm_events`` events the window is rejected unless the evidence leans to a drift, and
     after ``max_looks`` looks in any case. A rejected alarm counts as unconfirmed and rewinds the
     detectors to a checkpoint from before it, so a drift the window missed (or that is still
     growing) alarms again; after ``restart_after`` rejections in a row, each within
     2 x ``checkpoint_events`` of the one before, they restart at the current level instead.
-    After a confirmation everything restarts.
+    After a confirmation everything restarts, once the labels have settled: until the share of
+    arriving labels whose event time (``seconds``) lies before the confirmation window's 90th
+    percentile falls below ``settle_share`` (a moving average over ~``settle_events``, starting
+    at 1, so at least ~600 events; without event times, only that minimum).
 
     >>> import random
     >>> rng = random.Random(3)
@@ -350,6 +375,8 @@ class ConceptDriftMonitor:
         bias_events: int = 5000,
         checkpoint_events: int = 1000,
         restart_after: int = 10,
+        settle_events: int = 200,
+        settle_share: float = 0.05,
     ) -> None:
         _check(0.0 < alpha < 1.0, "alpha must be within (0, 1)", alpha)
         _check(confirm_events >= 1, "confirm_events must be at least 1", confirm_events)
@@ -364,6 +391,8 @@ class ConceptDriftMonitor:
         _check(bias_events >= 1, "bias_events must be at least 1", bias_events)
         _check(checkpoint_events >= 1, "checkpoint_events must be at least 1", checkpoint_events)
         _check(restart_after >= 1, "restart_after must be at least 1", restart_after)
+        _check(settle_events >= 1, "settle_events must be at least 1", settle_events)
+        _check(0.0 < settle_share < 1.0, "settle_share must be within (0, 1)", settle_share)
         self.detectors = (
             build_detectors(DEFAULT_DETECTORS) if detectors is None else list(detectors)
         )
@@ -376,6 +405,8 @@ class ConceptDriftMonitor:
         self.bias_events = bias_events
         self.checkpoint_events = checkpoint_events
         self.restart_after = restart_after
+        self.settle_events = settle_events
+        self.settle_share = settle_share
         self._threshold = math.log(1.0 / alpha)
         self._log_k = math.log(len(self.effects))
         self._q0_cap = 0.99 - max(self.effects)  # keeps every alternative q0 + effect below 1
@@ -385,19 +416,30 @@ class ConceptDriftMonitor:
         self._window: _Window | None = None
         self._last_rejection = -1
         self._rejections = 0  # in a row, each soon after the one before
-        self._counts = dict.fromkeys(("warnings", "raw_alarms", "unconfirmed", "confirmed"), 0)
+        self._settling: _Settling | None = None
+        kinds = ("warnings", "raw_alarms", "unconfirmed", "confirmed", "settling")
+        self._counts = dict.fromkeys(kinds, 0)
 
-    def update(self, p: float, y: int) -> ConceptDrift | None:
-        """Feed one labelled event: ``p`` = P(repaid) as scored, ``y`` = 1 if repaid."""
+    def update(self, p: float, y: int, seconds: float | None = None) -> ConceptDrift | None:
+        """Feed one labelled event: ``p`` = P(repaid) as scored, ``y`` = 1 if repaid, and the
+        application's event time in epoch seconds if known (it ends settling, see above)."""
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability within [0, 1], got {p!r}")
         if y != 0 and y != 1:
             raise ValueError(f"y must be 0 (defaulted) or 1 (repaid), got {y!r}")
         position = self._position
         self._position += 1
+        if self._settling is not None:
+            self._settle(self._settling, seconds)
+            return None
         err = 1 if (p >= 0.5) != (y == 1) else 0
         e = p if p < 0.5 else 1.0 - p
-        confirmed = None if self._window is None else self._step(self._window, err, e, position)
+        window = self._window
+        confirmed = None
+        if window is not None:
+            if seconds is not None:
+                window.times.append(seconds)
+            confirmed = self._step(window, err, e, position)
         for detector in self.detectors:
             alarm = detector.update(p, y)
             if alarm is not None:
@@ -406,15 +448,34 @@ class ConceptDriftMonitor:
             for detector in self.detectors:
                 detector.checkpoint()
         self._learn_bias(err - e)
-        if confirmed is not None:
+        if confirmed is not None and window is not None:
             self.reset()
+            times = window.times
+            watermark = float(np.quantile(times, 0.9)) if times else None
+            self._settling = _Settling(watermark)
         return confirmed
 
+    def _settle(self, settling: _Settling, seconds: float | None) -> None:
+        """One label while settling: is it still for an application from before the drift?"""
+        self._counts["settling"] += 1
+        mark = settling.watermark
+        stale = 1.0 if seconds is not None and mark is not None and seconds < mark else 0.0
+        settling.stale += (stale - settling.stale) / self.settle_events
+        if settling.stale < self.settle_share:
+            self._settling = None
+
+    @property
+    def settling(self) -> bool:
+        """Whether the detectors wait for the labels of a confirmed drift to settle."""
+        return self._settling is not None
+
     def reset(self) -> None:
-        """Start afresh, e.g. for a new model: detectors, open confirmation and bias (not stats)."""
+        """Start afresh, e.g. for a new model: detectors, open confirmation, bias and any
+        settling (not stats)."""
         for detector in self.detectors:
             detector.reset()
         self._window = None
+        self._settling = None
         self._bias, self._bias_n = 0.0, 0
         self._recent, self._recent_n = 0.0, 0
         self._last_rejection, self._rejections = -1, 0
@@ -440,11 +501,17 @@ class ConceptDriftMonitor:
             # ended) must not hide the next degradation
             bias = min(self._bias, self._recent)
             bias = bias if bias > 0.0 else 0.0
+            # a bias learnt from few events is uncertain: widen the tolerance to two of its
+            # standard errors at most (an excess's sd is at most 1/2) until it covers them
+            margin = max(0.0, 1.0 / math.sqrt(max(self._bias_n, 1)) - self.tolerance)
             llrs = [0.0] * len(self.effects)
-            self._window = _Window(alarm.detector, alarm.since, alarm.position, bias, llrs)
+            self._window = _Window(
+                alarm.detector, alarm.since, alarm.position, bias, llrs, margin=margin
+            )
 
     def _step(self, window: _Window, err: int, e: float, position: int) -> ConceptDrift | None:
-        q0 = min((e if e > self.floor else self.floor) + window.bias + self.tolerance, self._q0_cap)
+        floor, tolerance = self.floor, self.tolerance + window.margin
+        q0 = min((e if e > floor else floor) + window.bias + tolerance, self._q0_cap)
         llrs = window.llrs
         for k, effect in enumerate(self.effects):
             q1 = q0 + effect
@@ -511,6 +578,8 @@ class ConceptDriftMonitor:
                 "bias_events": self.bias_events,
                 "checkpoint_events": self.checkpoint_events,
                 "restart_after": self.restart_after,
+                "settle_events": self.settle_events,
+                "settle_share": self.settle_share,
             },
             "detectors": [detector.to_dict() for detector in self.detectors],
             "position": self._position,
@@ -521,6 +590,7 @@ class ConceptDriftMonitor:
             "last_rejection": self._last_rejection,
             "rejections": self._rejections,
             "window": None if self._window is None else asdict(self._window),
+            "settling": None if self._settling is None else asdict(self._settling),
             "counts": dict(self._counts),
         }
 
@@ -536,6 +606,8 @@ class ConceptDriftMonitor:
         monitor._last_rejection = int(state["last_rejection"])
         monitor._rejections = int(state.get("rejections", 0))
         monitor._window = None if state["window"] is None else _Window(**state["window"])
+        settling = state.get("settling")  # states written before settling existed have none
+        monitor._settling = None if settling is None else _Settling(**settling)
         monitor._counts.update(state["counts"])
         return monitor
 

@@ -231,7 +231,7 @@ class DetectionPipeline:
             segment,
         )
         events = []
-        drift = self.concept.update(example.probability, example.label)
+        drift = self.concept.update(example.probability, example.label, seconds)
         if drift is not None:
             events.append(self._concept_event(drift, example.event_time))
         shortfall = self.segments.update(

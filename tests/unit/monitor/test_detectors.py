@@ -61,6 +61,23 @@ def drifts(monitor: ConceptDriftMonitor, p: list[float], y: list[int]) -> list[C
     return [found for a, b in zip(p, y, strict=True) if (found := monitor.update(a, b))]
 
 
+def arriving(
+    p: list[float], y: list[int], delays: float, seed: int
+) -> tuple[list[float], list[int], list[float]]:
+    """The events in the order their labels arrive, each ``U(0, delays)`` positions after its
+    application; the event time of each is its application's position."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(np.arange(len(p)) + rng.uniform(0, delays, len(p)), kind="stable")
+    return [p[i] for i in order], [y[i] for i in order], order.astype(float).tolist()
+
+
+def timed_drifts(
+    monitor: ConceptDriftMonitor, p: list[float], y: list[int], t: list[float]
+) -> list[ConceptDrift]:
+    events = zip(p, y, t, strict=True)
+    return [found for a, b, s in events if (found := monitor.update(a, b, s))]
+
+
 def drift_alarms(detector: ErrorDetector, stream: list[tuple]) -> list[tuple[int, int]]:
     alarms = (detector.update(p, y) for p, y in stream)
     return [(a.position, a.since) for a in alarms if a and a.level is Level.DRIFT]
@@ -246,12 +263,58 @@ def test_a_recurring_stress_is_confirmed_each_time_it_starts() -> None:
     p, y = mixed(50_000, 12, lambda i: np.where((i // 10_000) % 2 == 1, 0.45, 0.0))
     monitor = ConceptDriftMonitor()
     assert drifts(monitor, p[:30_000], y[:30_000])[0].confirmed_position == 10_069
-    # the bias measured after the first confirmation is the stressed one; the lower recent
-    # excess takes its place, or the second stress would pass as miscalibration
+    # the bias measured after the first confirmation (and its ~600 events of settling) is the
+    # stressed one; the lower recent excess takes its place, or the second stress would pass as
+    # miscalibration
     state = monitor.to_dict()
-    assert (round(state["bias"], 3), round(state["recent"], 3)) == (0.201, 0.024)
+    assert (round(state["bias"], 3), round(state["recent"], 3)) == (0.205, 0.024)
     [found] = drifts(monitor, p[30_000:], y[30_000:])
     assert (found.confirmed_position, round(found.bias, 3)) == (30_065, 0.026)
+
+
+@pytest.mark.parametrize(
+    ("seed", "positions", "settling"),
+    [(0, [9_372, 30_105, 50_702], 12_624), (2, [10_255, 30_065, 50_762], 12_657)],
+)
+def test_a_drift_whose_labels_arrive_mixed_is_confirmed_once_per_onset(
+    seed: int, positions: list[int], settling: int
+) -> None:
+    # stressed regimes from 10,000 and 30,000 (application positions), label delays spread
+    # over 5,000 applications: for that long after each onset the labels of both regimes arrive
+    # mixed. A monitor restarted on that still-tipping mix confirmed the same onset again: seed
+    # 0 five times in all (9,372, 13,182, 30,105, 32,296, 50,702), seed 2 six times. With
+    # settling alone, seed 2 confirmed once more at 34,760, on an alarm 445 events into its new
+    # bias: an alarm is now judged with a wider tolerance while the bias is young.
+    p, y = mixed(60_000, seed, lambda i: np.where((i // 10_000) % 2 == 1, 0.45, 0.0))
+    monitor = ConceptDriftMonitor()
+    found = timed_drifts(monitor, *arriving(p, y, 5000, seed))
+    assert [d.confirmed_position for d in found] == positions
+    # each time it waited until 95% of the labels were for applications after the window
+    assert monitor.stats.settling == settling
+    assert not monitor.settling
+
+
+def test_without_event_times_settling_lasts_its_minimum() -> None:
+    p, y = applicants(30_000, seed=5, flip=0.25)
+    monitor = ConceptDriftMonitor()
+    assert [d.confirmed_position for d in drifts(monitor, p[:20_141], y[:20_141])] == [20_140]
+    assert monitor.settling
+    assert drifts(monitor, p[20_141:20_738], y[20_141:20_738]) == []
+    assert monitor.settling and monitor.stats.settling == 597
+    assert drifts(monitor, p[20_738:20_739], y[20_738:20_739]) == []
+    assert not monitor.settling and monitor.stats.settling == 598  # 200 x ln(20), rounded up
+
+
+def test_a_drift_soon_after_a_start_is_judged_with_a_tolerance_for_the_young_bias() -> None:
+    # the drift starts 300 events after the monitor: the alarm at 379 is judged against a bias
+    # learnt from 379 events, with a tolerance of 1 / sqrt(379) = 0.051 instead of 0.02
+    rng = np.random.default_rng(0)
+    p = rng.beta(5, 2, 10_000)
+    q = p.copy()
+    q[300:][rng.random(p.size - 300) < 0.45] *= 0.25
+    y = (rng.random(p.size) < q).astype(int)
+    [found] = drifts(ConceptDriftMonitor(), p.tolist(), y.tolist())
+    assert (found.alarm_position, found.confirmed_position) == (379, 539)
 
 
 def test_a_window_that_leans_to_drift_looks_again_until_it_confirms() -> None:
@@ -264,9 +327,10 @@ def test_a_window_that_leans_to_drift_looks_again_until_it_confirms() -> None:
     )
 
 
-@pytest.mark.parametrize("split", [20_000, 20_120, 25_000])
+@pytest.mark.parametrize("split", [20_000, 20_120, 20_500, 25_000])
 def test_a_restored_monitor_continues_exactly_like_the_original(split: int) -> None:
-    # 20,120 is inside the confirmation window (20,113 to 20,140); 25,000 is after the drift
+    # 20,120 is inside the confirmation window (20,113 to 20,140), 20,500 in the settling after
+    # it; 25,000 is after the drift
     p, y = applicants(30_000, seed=5, flip=0.25)
     whole = ConceptDriftMonitor()
     expected = drifts(whole, p, y)
