@@ -10,8 +10,14 @@ Each segment runs one CUSUM of log-likelihood ratios per effect size ``e``: H0, 
 repay at ``p - bias - tolerance``; H1, at ``e`` less than that. ``bias`` is the segment's own
 miscalibration, learnt over its first ``warmup`` labels and then frozen, so a slow drift is not
 absorbed; after a confirmed drift the segment learns its new level afresh, so one shift is
-reported once. A CUSUM of likelihood ratios with threshold ``h`` has an average run length of at
-least ``exp(h)`` under H0 (Lorden, 1971); ``h`` is set from the target run length, times the
+reported once. Afresh means after its labels have settled: while label delays spread, labels of
+applications from before the drift keep arriving mixed with the new ones, and a level learnt from
+that tipping mix would report the same shift again. So the segment first waits until 95% of its
+arriving labels are for applications after the confirmation (the 90th percentile of the event
+times of its last 64 labels then).
+
+A CUSUM of likelihood ratios with threshold ``h`` has an average run length of at least
+``exp(h)`` under H0 (Lorden, 1971); ``h`` is set from the target run length, times the
 number of segments and effects watched, so the budget holds across all of them.
 """
 
@@ -19,11 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 EFFECTS = (0.05, 0.1, 0.2)
 OTHER = "(other)"
+TIMES = 64  # event times remembered per segment, to date where its labels stand
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class _Segment:
     repaid: list[int]
     promised: list[float]
     count: list[int]
+    times: list[float] = field(default_factory=lambda: [0.0] * TIMES)
+    watermark: float | None = None  # while settling after a drift: labels older than this...
+    stale: float = 1.0  # ...are this share of the arriving ones (a moving average)
 
     @classmethod
     def new(cls, effects: int, n: int = 0, bias_sum: float = 0.0, bias: float = 0.0) -> _Segment:
@@ -94,6 +106,8 @@ class SegmentMonitor:
         effects: Sequence[float] = EFFECTS,
         warmup: int = 500,
         max_segments: int = 20,
+        settle_events: int = 100,
+        settle_share: float = 0.05,
     ) -> None:
         if target_run_length < 2:
             raise ValueError(f"target_run_length must be at least 2, got {target_run_length}")
@@ -104,6 +118,8 @@ class SegmentMonitor:
         self.effects = tuple(effects)
         self.warmup = warmup
         self.max_segments = max_segments
+        self.settle_events = settle_events
+        self.settle_share = settle_share
         self.threshold = math.log(target_run_length * (max_segments + 1) * len(self.effects))
         self.segments: dict[str, _Segment] = {}
 
@@ -114,7 +130,13 @@ class SegmentMonitor:
         ``seconds``, which dates the start of a drift."""
         if segment is None:
             return None
-        state = self._state(segment)
+        segment, state = self._state(segment)
+        if state.watermark is not None:
+            state.stale += ((seconds < state.watermark) - state.stale) / self.settle_events
+            if state.stale < self.settle_share:
+                state.watermark = None
+            return None
+        state.times[state.n % TIMES] = seconds
         state.n += 1
         if state.n <= self.warmup:  # learn the segment's own miscalibration first
             state.bias_sum += p - y
@@ -147,12 +169,15 @@ class SegmentMonitor:
                     observed_rate=state.repaid[i] / state.count[i],
                     expected_rate=state.promised[i] / state.count[i],
                 )
-                # reported once: the new level is learnt as this segment's baseline
-                self.segments[segment] = _Segment.new(len(self.effects))
+                # reported once: the new level, once settled, is this segment's baseline
+                settled = _Segment.new(len(self.effects))
+                settled.watermark = float(np.quantile(state.times[: state.n], 0.9))
+                self.segments[segment] = settled
                 return drift
         return None
 
-    def _state(self, segment: str) -> _Segment:
+    def _state(self, segment: str) -> tuple[str, _Segment]:
+        """The segment's name as watched (past the cap, OTHER) and its state."""
         state = self.segments.get(segment)
         if state is None:
             if len(self.segments) >= self.max_segments:
@@ -160,7 +185,7 @@ class SegmentMonitor:
                 state = self.segments.get(segment)
             if state is None:
                 state = self.segments[segment] = _Segment.new(len(self.effects))
-        return state
+        return segment, state
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +195,8 @@ class SegmentMonitor:
                 "effects": list(self.effects),
                 "warmup": self.warmup,
                 "max_segments": self.max_segments,
+                "settle_events": self.settle_events,
+                "settle_share": self.settle_share,
             },
             "segments": {name: vars(s) for name, s in self.segments.items()},
         }

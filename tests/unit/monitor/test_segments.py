@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from monitor.segments import OTHER, SegmentMonitor
@@ -53,14 +54,46 @@ def test_a_hostile_number_of_segments_shares_one_overflow_state() -> None:
     assert monitor.update(None, 0.8, 0, 101) is None
 
 
-def test_state_round_trips_through_json() -> None:
+@pytest.mark.parametrize("split", [21_000, 25_000])  # in the drift; settling after it
+def test_state_round_trips_through_json(split: int) -> None:
     events = list(stream(60_000, seed=2, drop=0.15))
     straight = run(SegmentMonitor(), iter(events))
     before = SegmentMonitor()
-    run(before, iter(events[:21_000]))
+    run(before, iter(events[:split]))
+    settling = before.segments["small"].watermark is not None
+    assert settling == (split > 24_050)  # the drift was confirmed at 24,050
     after = SegmentMonitor.from_dict(json.loads(json.dumps(before.to_dict())))
-    rest = [(s, e, f, c + 0) for s, e, f, c in run(after, iter(events[21_000:]))]
-    assert [(s, e, f, c + 21_000) for s, e, f, c in rest] == straight
+    assert after.to_dict() == before.to_dict()
+    rest = run(after, iter(events[split:]))
+    assert [(s, e, f, c + split) for s, e, f, c in rest] == [x for x in straight if x[3] >= split]
+
+
+def test_a_shift_whose_labels_arrive_mixed_is_reported_once() -> None:
+    # a fifth of applicants repay 0.2 less from application 20,000 on; label delays spread
+    # over 20,000 applications, so the labels of both levels arrive mixed for that long.
+    # Learning the new level from that mix reported the shift again, at 37,351.
+    rng = np.random.default_rng(0)
+    n = 80_000
+    small = rng.random(n) < 0.2
+    p = rng.uniform(0.6, 0.95, n)
+    y = rng.random(n) < np.where(small & (np.arange(n) >= 20_000), p - 0.2, p)
+    order = np.argsort(np.arange(n) + rng.uniform(0, 20_000, n), kind="stable")
+    monitor = SegmentMonitor(target_run_length=1_000_000)
+    found = []
+    for position, i in enumerate(order.tolist()):
+        segment = "small" if small[i] else "large"
+        drift = monitor.update(segment, float(p[i]), int(y[i]), position, float(i))
+        if drift:
+            found.append((drift.segment, drift.confirmed_position))
+    assert found == [("small", 20_491)]
+    assert monitor.segments["small"].watermark is None  # settled, and watching again
+
+
+def test_a_drift_past_the_segment_cap_is_reported_as_the_overflow_segment() -> None:
+    monitor = SegmentMonitor(max_segments=2, target_run_length=1_000)
+    found = run(monitor, ((f"s{i % 5}", 0.9, int(i < 3_000)) for i in range(8_000)))
+    assert {s for s, *_ in found} == {"s0", "s1", OTHER}
+    assert sorted(monitor.segments) == [OTHER, "s0", "s1"]
 
 
 def test_bad_settings_are_refused_with_the_value() -> None:
