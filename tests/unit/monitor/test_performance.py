@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,6 +16,7 @@ from monitor.performance import (
     PerformanceTracker,
     Stats,
     TimeWindows,
+    WindowMetrics,
     WindowResult,
 )
 
@@ -294,3 +297,59 @@ def test_the_versions_choice_survives_a_restart_and_old_states_keep_their_versio
     del old["versions"]  # saved before the option existed
     scopes = PerformanceTracker.from_dict(old).scopes
     assert scopes == ["all", "model_version=3", "loan_purpose=car"]
+
+
+def numbers(m: WindowMetrics) -> list[float]:
+    """Every number of a window's metrics, calibration bins included."""
+    head = [m.count, m.accuracy, -1.0 if m.auc is None else m.auc, m.brier, m.log_loss, m.ece]
+    head += [m.default_rate, -1.0 if m.approval_rate is None else m.approval_rate]
+    return head + [m.mean_probability] + [x for b in m.calibration for x in astuple(b)]
+
+
+def test_buffered_tracker_equals_windows_fed_one_by_one() -> None:
+    # labels 20 days out of order with a 10-day retention, so some are late; predictions too
+    events = stream(7_000, seed=12)
+    tracker = PerformanceTracker(1_000, 250, 2 * DAY, DAY, retention=10 * DAY, versions=False)
+    counts: dict[str, CountWindows] = {}
+    times: dict[str, TimeWindows] = {}
+    closed, expected = [], []
+
+    def one_by_one(scope: str, add: Callable[[TimeWindows], None]) -> None:
+        """As the tracker did before it buffered: "all" first, every scope then follows its
+        clock, then the event's own scope."""
+        add(times["all"])
+        for clock in times.values():
+            clock.advance(times["all"]._newest or 0.0)
+        add(times[scope])
+
+    for p, y, a, t, v, s in events:
+        tracker.update_estimate(p, a, t + 600.0, v, s)
+        closed += tracker.update(p, y, a, t, v, s)
+        scope = f"loan_purpose={s}"
+        for name in ("all", scope):
+            if name not in counts:
+                counts[name] = CountWindows(1_000, 250, name)
+                times[name] = TimeWindows(2 * DAY, DAY, 10 * DAY, name)
+                if times["all"]._newest is not None:
+                    times[name].advance(times["all"]._newest)
+        one_by_one(scope, lambda w: w.add_estimate(p, a, t + 600.0))
+        one_by_one(scope, lambda w: w.add(p, y, a, t))
+        for name in ("all", scope):
+            result = counts[name].add(p, y, a)
+            expected += [result] if result is not None else []
+    # the same windows; a segment's is returned when the "all" scope's next one closes
+    closed.sort(key=lambda r: (r.scope, r.start))
+    expected.sort(key=lambda r: (r.scope, r.start))
+    assert [(r.scope, r.start, r.end) for r in closed] == [
+        (r.scope, r.start, r.end) for r in expected
+    ]
+    assert len(closed) == 25 + 3 * 6  # "all" every 250 from 1,000; ~2,333 per purpose
+    singles = [r for clock in times.values() for r in clock.windows()]
+    buffered = tracker.windows()
+    assert [(r.scope, r.start) for r in buffered] == [(r.scope, r.start) for r in singles]
+    for got, want in zip(closed + buffered, expected + singles, strict=True):
+        for mine, theirs in ((got.metrics, want.metrics), (got.estimate, want.estimate)):
+            assert (mine is None) == (theirs is None)
+            if mine is not None and theirs is not None:
+                assert numbers(mine) == pytest.approx(numbers(theirs), rel=1e-12, abs=1e-15)
+    assert tracker.late_dropped == times["all"].late_dropped > 0
