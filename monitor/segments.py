@@ -33,6 +33,8 @@ import numpy as np
 EFFECTS = (0.05, 0.1, 0.2)
 OTHER = "(other)"
 TIMES = 64  # event times remembered per segment, to date where its labels stand
+LOW, HIGH = 1e-6, 1 - 1e-6  # repayment rates the likelihood ratios are clipped to
+log = math.log
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class SegmentDrift:
     effect: float
     statistic: float  # the CUSUM of log likelihood ratios that crossed
     threshold: float
-    first_position: int  # where this CUSUM last stood at zero
+    first_position: int  # the first event of the run that crossed: before it the CUSUM was 0
     confirmed_position: int
     first_seconds: float  # event time (epoch seconds) at first_position, as passed in
     events: int  # labels of the segment since first_position
@@ -142,25 +144,30 @@ class SegmentMonitor:
             state.bias_sum += p - y
             state.bias = max(0.0, state.bias_sum / state.n)
             return None
-        q0 = min(1 - 1e-6, max(1e-6, p - state.bias - self.tolerance))
+        q0 = p - state.bias - self.tolerance
+        q0 = LOW if q0 < LOW else (HIGH if q0 > HIGH else q0)
+        cusum = state.cusum
         for i, effect in enumerate(self.effects):
-            q1 = max(1e-6, q0 - effect)
-            step = math.log(q1 / q0) if y else math.log((1 - q1) / (1 - q0))
-            if state.cusum[i] + step <= 0.0:
-                state.cusum[i], state.since[i] = 0.0, position + 1
-                state.since_seconds[i] = seconds
-                state.repaid[i] = state.count[i] = 0
-                state.promised[i] = 0.0
+            q1 = q0 - effect
+            if q1 < LOW:
+                q1 = LOW
+            total = cusum[i] + (log(q1 / q0) if y else log((1.0 - q1) / (1.0 - q0)))
+            if total <= 0.0:
+                if cusum[i]:  # a run ends: forget what it summed (nothing to do at rest)
+                    cusum[i], state.promised[i] = 0.0, 0.0
+                    state.repaid[i] = state.count[i] = 0
                 continue
-            state.cusum[i] += step
+            if not cusum[i]:  # a run starts at this event
+                state.since[i], state.since_seconds[i] = position, seconds
+            cusum[i] = total
             state.repaid[i] += y
             state.promised[i] += p
             state.count[i] += 1
-            if state.cusum[i] >= self.threshold:
+            if total >= self.threshold:
                 drift = SegmentDrift(
                     segment=segment,
                     effect=effect,
-                    statistic=state.cusum[i],
+                    statistic=total,
                     threshold=self.threshold,
                     first_position=state.since[i],
                     confirmed_position=position,

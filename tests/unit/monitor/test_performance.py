@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,13 +314,13 @@ def test_buffered_tracker_equals_windows_fed_one_by_one() -> None:
     times: dict[str, TimeWindows] = {}
     closed, expected = [], []
 
-    def one_by_one(scope: str, add: Callable[[TimeWindows], None]) -> None:
+    def one_by_one(scope: str, method: str, *event: Any) -> None:
         """As the tracker did before it buffered: "all" first, every scope then follows its
         clock, then the event's own scope."""
-        add(times["all"])
+        getattr(times["all"], method)(*event)
         for clock in times.values():
             clock.advance(times["all"]._newest or 0.0)
-        add(times[scope])
+        getattr(times[scope], method)(*event)
 
     for p, y, a, t, v, s in events:
         tracker.update_estimate(p, a, t + 600.0, v, s)
@@ -332,8 +332,8 @@ def test_buffered_tracker_equals_windows_fed_one_by_one() -> None:
                 times[name] = TimeWindows(2 * DAY, DAY, 10 * DAY, name)
                 if times["all"]._newest is not None:
                     times[name].advance(times["all"]._newest)
-        one_by_one(scope, lambda w: w.add_estimate(p, a, t + 600.0))
-        one_by_one(scope, lambda w: w.add(p, y, a, t))
+        one_by_one(scope, "add_estimate", p, a, t + 600.0)
+        one_by_one(scope, "add", p, y, a, t)
         for name in ("all", scope):
             result = counts[name].add(p, y, a)
             expected += [result] if result is not None else []
