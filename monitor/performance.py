@@ -417,6 +417,8 @@ class CountWindows:
 
 def epoch_seconds(event_time: datetime | float) -> float:
     """An aware datetime or a finite epoch time as epoch seconds; naive times are ambiguous."""
+    if type(event_time) is float and event_time - event_time == 0.0:  # finite: the usual case
+        return event_time
     if isinstance(event_time, datetime):
         if event_time.tzinfo is None:
             raise ValueError(f"event_time must carry a time zone, got naive {event_time}")
