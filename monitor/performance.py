@@ -268,12 +268,11 @@ class _Batch:
     """
 
     def __init__(self, pending: list[Any], clock: TimeWindows) -> None:
-        n = len(pending)
-        self.routes = [e[4] for e in pending]
-        self.p = p = np.fromiter((e[0] for e in pending), float, n)
-        y = np.fromiter((e[1] for e in pending), float, n)
-        self.approved = np.fromiter((e[2] for e in pending), float, n)
-        t = np.fromiter((e[3] for e in pending), float, n)
+        probabilities, labels, approved, times, self.routes = zip(*pending, strict=True)
+        self.p = p = np.array(probabilities, float)
+        y = np.array(labels, float)
+        self.approved = np.array(approved, float)
+        t = np.array(times, float)
         newest = np.maximum.accumulate(t)
         if clock._newest is not None:
             newest = np.maximum(newest, clock._newest)
