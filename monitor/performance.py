@@ -631,7 +631,7 @@ class PerformanceTracker:
         # buffered events: p, label (NO_LABEL for a prediction's estimate), approved, event
         # time in epoch seconds, and the scopes it counts in
         self._pending: list[tuple[float, float, bool, float, tuple[_Scope, ...]]] = []
-        self._labels = 0  # labelled events since the tracker was made: "all" closes on them
+        self._labels = 0  # labelled events counted by "all", buffered ones too: it closes on them
         self._closed: list[WindowResult] = []  # closed in a flush, for the next update
 
     def _new(self, name: str) -> _Scope:
@@ -788,6 +788,7 @@ class PerformanceTracker:
             return _Scope(count.scope, count, time)
 
         tracker._all = scope(data["all"])
+        tracker._labels = tracker._all.count.position  # so it flushes where "all" closes
         for dimension, scopes in data["dimensions"].items():
             tracker._dims[dimension] = {v: scope(s) for v, s in scopes.items()}
         return tracker

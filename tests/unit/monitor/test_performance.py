@@ -353,3 +353,17 @@ def test_buffered_tracker_equals_windows_fed_one_by_one() -> None:
             if mine is not None and theirs is not None:
                 assert numbers(mine) == pytest.approx(numbers(theirs), rel=1e-12, abs=1e-15)
     assert tracker.late_dropped == times["all"].late_dropped > 0
+
+
+def test_a_restored_tracker_returns_the_all_scope_window_at_the_event_that_closes_it() -> None:
+    events = stream(2_600, seed=13)
+    tracker = PerformanceTracker(1_000, 250, versions=False)
+    for event in events[:1_100]:  # restored half-way through a step of 250
+        tracker.update(*event)
+    restored = PerformanceTracker.from_dict(json.loads(json.dumps(tracker.to_dict())))
+    closed_at = [
+        i
+        for i, event in enumerate(events[1_100:], start=1_100)
+        if any(r.scope == "all" for r in restored.update(*event))
+    ]
+    assert closed_at == [1_249, 1_499, 1_749, 1_999, 2_249, 2_499]
