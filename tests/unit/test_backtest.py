@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from loanstream.backtest import (
+    TrainingHold,
     compare,
     positions_of,
     rolling,
@@ -142,6 +152,7 @@ class FakeView:
     def __init__(self) -> None:
         self.trainer: dict[str, float] = {}
         self.scored_n, self.labelled_n = 0.0, 0.0
+        self.serving = "1"
 
     def value(self, service: str, name: str, **labels: str) -> float:
         return self.trainer.get(name, 0.0) if service == "trainer" else 0.0
@@ -152,31 +163,24 @@ class FakeView:
     def labelled(self) -> float:
         return self.labelled_n
 
+    def version(self) -> str:
+        return self.serving
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def becomes(pid: int, stopped: bool) -> bool:
+    """A signal is delivered asynchronously: wait (up to 2 s) for the state to show it."""
+    for _ in range(200):
+        if (proc_state(pid) == "T") == stopped:
+            return True
+        time.sleep(0.01)
+    return False
+
 
 def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags() -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from rich.console import Console
-
-    from loanstream.backtest import TrainingHold
-
-    def proc_state(pid: int) -> str:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-    def becomes(pid: int, stopped: bool) -> bool:
-        """A signal is delivered asynchronously: wait (up to 2 s) for the state to show it."""
-        for _ in range(200):
-            if (proc_state(pid) == "T") == stopped:
-                return True
-            time.sleep(0.01)
-        return False
-
     # a scorer with a loader process of its own, in its process group
     scorer_with_loader = (
         "import subprocess, sys, time; "
@@ -209,6 +213,39 @@ def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags
         view.labelled_n = 1600  # 800 behind: caught up
         hold(view)
         assert becomes(child.pid, stopped=False)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def test_a_promoted_model_gets_the_cores_to_load_until_it_scores() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
+    try:
+        state = SimpleNamespace(pid=child.pid, alive=True)
+        supervisor = SimpleNamespace(state=lambda name: state)
+        hold = TrainingHold(supervisor, Console(quiet=True), True, 60, swap_hold_s=0.2)
+        view = FakeView()
+        view.scored_n, view.labelled_n = 1000, 1000
+        assert hold(view) is False and becomes(child.pid, stopped=False)
+        view.trainer = {"loanstream_trainer_retrains_total": 1}  # v2 promoted; v1 still scores
+        hold(view)
+        assert becomes(child.pid, stopped=True) and hold.holds == 1
+        time.sleep(0.3)
+        hold(view)  # held for swap_hold_s
+        assert becomes(child.pid, stopped=False)
+        hold(view)  # less than a look since: the scorer's watcher gets to see the update
+        assert proc_state(child.pid) != "T"
+        time.sleep(1.0)
+        hold(view)
+        assert becomes(child.pid, stopped=True) and hold.holds == 2
+        view.serving = "2"  # the promoted model scores: no more holds
+        hold(view)
+        assert becomes(child.pid, stopped=False)
+        time.sleep(1.0)
+        hold(view)
+        assert proc_state(child.pid) != "T" and hold.holds == 2
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
