@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-import numpy as np
 from river import drift
 from river.drift import binary
+
+from monitor.settling import Settling
 
 LOG_LOSS_FLOOR = 1e-3
 _LOG_LOSS_SCALE = -math.log(LOG_LOSS_FLOOR)
@@ -317,15 +318,6 @@ class _Window:
     times: list[float] = field(default_factory=list)  # event times of the window's events
 
 
-@dataclass
-class _Settling:
-    """After a confirmation: the share of arriving labels older than ``watermark`` (an EMA,
-    from 1), which must fall below ``settle_share`` before the detectors watch again."""
-
-    watermark: float | None
-    stale: float = 1.0
-
-
 class ConceptDriftMonitor:
     """Raw alarms of error-stream detectors, each confirmed or rejected on the events after it.
 
@@ -416,7 +408,7 @@ class ConceptDriftMonitor:
         self._window: _Window | None = None
         self._last_rejection = -1
         self._rejections = 0  # in a row, each soon after the one before
-        self._settling: _Settling | None = None
+        self._settling: Settling | None = None
         kinds = ("warnings", "raw_alarms", "unconfirmed", "confirmed", "settling")
         self._counts = dict.fromkeys(kinds, 0)
 
@@ -430,7 +422,9 @@ class ConceptDriftMonitor:
         position = self._position
         self._position += 1
         if self._settling is not None:
-            self._settle(self._settling, seconds)
+            self._counts["settling"] += 1
+            if self._settling.settled(seconds, self.settle_events, self.settle_share):
+                self._settling = None
             return None
         err = 1 if (p >= 0.5) != (y == 1) else 0
         e = p if p < 0.5 else 1.0 - p
@@ -450,19 +444,8 @@ class ConceptDriftMonitor:
         self._learn_bias(err - e)
         if confirmed is not None and window is not None:
             self.reset()
-            times = window.times
-            watermark = float(np.quantile(times, 0.9)) if times else None
-            self._settling = _Settling(watermark)
+            self._settling = Settling.after(window.times)
         return confirmed
-
-    def _settle(self, settling: _Settling, seconds: float | None) -> None:
-        """One label while settling: is it still for an application from before the drift?"""
-        self._counts["settling"] += 1
-        mark = settling.watermark
-        stale = 1.0 if seconds is not None and mark is not None and seconds < mark else 0.0
-        settling.stale += (stale - settling.stale) / self.settle_events
-        if settling.stale < self.settle_share:
-            self._settling = None
 
     @property
     def settling(self) -> bool:
@@ -607,7 +590,7 @@ class ConceptDriftMonitor:
         monitor._rejections = int(state.get("rejections", 0))
         monitor._window = None if state["window"] is None else _Window(**state["window"])
         settling = state.get("settling")  # states written before settling existed have none
-        monitor._settling = None if settling is None else _Settling(**settling)
+        monitor._settling = None if settling is None else Settling(**settling)
         monitor._counts.update(state["counts"])
         return monitor
 

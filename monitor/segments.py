@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
+from monitor.settling import Settling
 
 EFFECTS = (0.05, 0.1, 0.2)
 OTHER = "(other)"
@@ -67,8 +67,7 @@ class _Segment:
     promised: list[float]
     count: list[int]
     times: list[float] = field(default_factory=lambda: [0.0] * TIMES)
-    watermark: float | None = None  # while settling after a drift: labels older than this...
-    stale: float = 1.0  # ...are this share of the arriving ones (a moving average)
+    settling: Settling | None = None  # after a drift, until its labels have settled
 
     @classmethod
     def new(cls, effects: int, n: int = 0, bias_sum: float = 0.0, bias: float = 0.0) -> _Segment:
@@ -133,10 +132,9 @@ class SegmentMonitor:
         if segment is None:
             return None
         segment, state = self._state(segment)
-        if state.watermark is not None:
-            state.stale += ((seconds < state.watermark) - state.stale) / self.settle_events
-            if state.stale < self.settle_share:
-                state.watermark = None
+        if state.settling is not None:
+            if state.settling.settled(seconds, self.settle_events, self.settle_share):
+                state.settling = None
             return None
         state.times[state.n % TIMES] = seconds
         state.n += 1
@@ -178,7 +176,7 @@ class SegmentMonitor:
                 )
                 # reported once: the new level, once settled, is this segment's baseline
                 settled = _Segment.new(len(self.effects))
-                settled.watermark = float(np.quantile(state.times[: state.n], 0.9))
+                settled.settling = Settling.after(state.times[: state.n])
                 self.segments[segment] = settled
                 return drift
         return None
@@ -205,11 +203,21 @@ class SegmentMonitor:
                 "settle_events": self.settle_events,
                 "settle_share": self.settle_share,
             },
-            "segments": {name: vars(s) for name, s in self.segments.items()},
+            "segments": {name: _segment_state(s) for name, s in self.segments.items()},
         }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> SegmentMonitor:
         monitor = cls(**state["config"])
-        monitor.segments = {name: _Segment(**s) for name, s in state["segments"].items()}
+        monitor.segments = {name: _segment(s) for name, s in state["segments"].items()}
         return monitor
+
+
+def _segment_state(segment: _Segment) -> dict[str, Any]:
+    settling = segment.settling
+    return {**vars(segment), "settling": None if settling is None else asdict(settling)}
+
+
+def _segment(state: Mapping[str, Any]) -> _Segment:
+    settling = state.get("settling")  # states written before settling existed have none
+    return _Segment(**{**state, "settling": None if settling is None else Settling(**settling)})

@@ -60,7 +60,7 @@ def test_state_round_trips_through_json(split: int) -> None:
     straight = run(SegmentMonitor(), iter(events))
     before = SegmentMonitor()
     run(before, iter(events[:split]))
-    settling = before.segments["small"].watermark is not None
+    settling = before.segments["small"].settling is not None
     assert settling == (split > 24_050)  # the drift was confirmed at 24,050
     after = SegmentMonitor.from_dict(json.loads(json.dumps(before.to_dict())))
     assert after.to_dict() == before.to_dict()
@@ -86,7 +86,7 @@ def test_a_shift_whose_labels_arrive_mixed_is_reported_once() -> None:
         if drift:
             found.append((drift.segment, drift.confirmed_position))
     assert found == [("small", 20_491)]
-    assert monitor.segments["small"].watermark is None  # settled, and watching again
+    assert monitor.segments["small"].settling is None  # settled, and watching again
 
 
 def test_a_drift_past_the_segment_cap_is_reported_as_the_overflow_segment() -> None:
