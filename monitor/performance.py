@@ -736,7 +736,7 @@ class PerformanceTracker:
 
     @property
     def scopes(self) -> list[str]:
-        return [self._all.name] + [s.name for d in self._dims.values() for s in d.values()]
+        return [s.name for s in self._every_scope()]
 
     @property
     def late_dropped(self) -> int:
