@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import astuple
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from pydantic import TypeAdapter
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
+from monitor import performance
 from monitor.performance import (
     CountWindows,
     PerformanceTracker,
@@ -18,6 +21,7 @@ from monitor.performance import (
     TimeWindows,
     WindowMetrics,
     WindowResult,
+    epoch_seconds,
 )
 
 DAY = timedelta(days=1)
@@ -103,7 +107,8 @@ def test_merge_is_associative_and_equals_one_pass() -> None:
     right = again[0].merge(again[1].merge(again[2]))  # a + (b + c)
     for merged in (left, right):
         assert (merged.count, merged.approved) == (one_pass.count, one_pass.approved)
-        assert merged.pos == one_pass.pos and merged.neg == one_pass.neg  # 0/1 sums: exact
+        assert np.array_equal(merged.pos, one_pass.pos)  # sums of 0/1 weights: exact
+        assert np.array_equal(merged.neg, one_pass.neg)
         np.testing.assert_allclose(flat(merged), flat(one_pass), rtol=1e-12, atol=0)
 
 
@@ -207,6 +212,26 @@ def test_scopes_are_capped_per_dimension() -> None:
     realized = {r.scope: r.metrics.count for r in tracker.windows() if r.metrics}
     assert realized["loan_purpose=(other)"] == 4  # education, "(other)", missing, boat
     assert realized["loan_purpose=car"] == 2 and realized["all"] == 8
+
+
+def test_value_pairs_past_the_route_cache_count_in_the_scopes_they_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile stream of new segment values fills the route cache; later pairs are routed by
+    their (capped) scopes, so the routes stay few and every event still counts once."""
+    monkeypatch.setattr(performance, "ROUTES", 2)
+    tracker = PerformanceTracker(count_size=10, count_step=10, max_scopes=2)
+    for i in range(50):
+        tracker.update(0.8, i % 2, True, T0 + timedelta(minutes=i), "1", f"purpose-{i}")
+    assert len(tracker._route_list) == 3  # purpose-0, purpose-1, then (other) for the rest
+    realized = {r.scope: r.metrics.count for r in tracker.windows() if r.metrics}
+    assert realized == {
+        "all": 50,
+        "model_version=1": 50,
+        "loan_purpose=purpose-0": 1,
+        "loan_purpose=purpose-1": 1,
+        "loan_purpose=(other)": 48,
+    }
 
 
 def stream(n: int, seed: int) -> list[tuple[float, int, bool, float, str, str]]:
@@ -367,3 +392,32 @@ def test_a_restored_tracker_returns_the_all_scope_window_at_the_event_that_close
         if any(r.scope == "all" for r in restored.update(*event))
     ]
     assert closed_at == [1_249, 1_499, 1_749, 1_999, 2_249, 2_499]
+
+
+def test_epoch_seconds_equal_timestamp_in_every_kind_of_zone() -> None:
+    """The fast path (a subtraction within one fixed-offset zone) gives .timestamp() exactly;
+    zones with daylight saving, naive times and non-finite numbers take the other paths."""
+    rng = np.random.default_rng(11)
+    zones = [
+        UTC,
+        timezone(timedelta(hours=5, minutes=30)),
+        timezone(timedelta(hours=-8)),
+        ZoneInfo("Europe/Berlin"),
+    ]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for i in range(20_000):
+        seconds = float(rng.uniform(-3e9, 8e9))
+        t = (epoch + timedelta(seconds=seconds)).astimezone(zones[i % len(zones)])
+        assert epoch_seconds(t) == t.timestamp(), t
+    texts = (
+        "2025-03-30T01:30:00.123456+05:30",
+        "2025-10-26T02:30:00Z",
+        "1969-12-31T23:59:59-08:00",
+    )
+    for text in texts:  # as parsed: the first call learns the zone, the second takes the fast path
+        t = TypeAdapter(datetime).validate_json(f'"{text}"')
+        assert epoch_seconds(t) == epoch_seconds(t) == t.timestamp()
+    with pytest.raises(ValueError, match="time zone"):
+        epoch_seconds(datetime(2025, 1, 1))
+    with pytest.raises(ValueError, match="finite"):
+        epoch_seconds(float("inf"))
