@@ -265,6 +265,7 @@ class _Layout:
         self.lowest = np.array([offset for _, offset, _, _ in self.numeric])
         self.highest = np.array([offset + g for _, offset, g, _ in self.numeric])
         self.numeric_rows = np.array([self.names.index(n) for n in self.numeric_names])
+        self.missing_column = self.missing_slots[self.numeric_rows][:, None]
 
 
 def _numeric_bins(
@@ -435,15 +436,18 @@ class DataDriftMonitor:
             return
         layout, counts = self._layout, self._counts
         x = _floats(self._numbers).reshape(-1, len(layout.numeric))
-        slots = np.empty(x.shape, dtype=np.intp)
-        for column, (grid, offset, _, _) in enumerate(layout.numeric):
-            slots[:, column] = offset + np.searchsorted(grid, x[:, column])  # as bisect_left
+        columns = x.T.copy()  # one feature's values contiguous: a faster search
+        slots = np.empty(columns.shape, dtype=np.intp)
+        for column, (grid, _, _, _) in enumerate(layout.numeric):
+            slots[column] = np.searchsorted(grid, columns[column])  # as bisect_left
         finite = np.isfinite(x)
-        slots = np.where(finite, slots, layout.missing_slots[layout.numeric_rows])
+        slots = np.where(finite.T, slots + layout.lowest[:, None], layout.missing_column)
         counts += np.bincount(slots.ravel(), minlength=len(counts))
-        low, high = finite & (slots == layout.lowest), finite & (slots == layout.highest)
-        self._tails[0::2] += np.where(low, layout.grid_min - x, 0.0).sum(axis=0)
-        self._tails[1::2] += np.where(high, x - layout.grid_max, 0.0).sum(axis=0)
+        # the tails: how far values fall below the grid's first point (in the lowest slot) and
+        # above its last (in the highest); fmax reads a missing value (NaN) as 0
+        known = np.where(finite, x, np.nan)
+        self._tails[0::2] += np.fmax(layout.grid_min - known, 0.0).sum(axis=0)
+        self._tails[1::2] += np.fmax(known - layout.grid_max, 0.0).sum(axis=0)
         width = len(layout.categorical)
         for column, (index, unknown) in enumerate(layout.categorical):
             for value, count in _tally(self._labels[column::width]).items():
