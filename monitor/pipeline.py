@@ -117,6 +117,7 @@ class DetectionPipeline:
         self.model_name = model_name
         self.model_version = model_version
         self.config = config or PipelineConfig()
+        self._segment_name = self.config.segment  # read on every event
         self.spec = spec
         self.data = DataDriftMonitor(
             dict(reference),
@@ -200,16 +201,18 @@ class DetectionPipeline:
 
     def on_prediction(self, prediction: Prediction) -> Detections:
         """Data and prediction drift, and the label-free estimate, from one scored application."""
-        position = self.positions.predictions = self.positions.predictions + 1
+        positions = self.positions
+        position = positions.predictions = positions.predictions + 1
         seconds = epoch_seconds(prediction.event_time)
-        self.positions.times["predictions"].put(position, seconds)
+        positions.times["predictions"].seconds[position % RING] = seconds
         features = prediction.features
+        segment = features.get(self._segment_name)
         self.performance.update_estimate(
             prediction.probability,
             prediction.decision == APPROVE,
             seconds,
             prediction.model_version,
-            _segment(features.get(self.config.segment)),
+            segment if isinstance(segment, str) else None,
         )
         drifts = self.data.update(features, prediction.probability)
         if not drifts:
@@ -218,29 +221,26 @@ class DetectionPipeline:
 
     def on_labelled(self, example: LabelledExample) -> Detections:
         """Windowed performance and concept drift from one prediction joined with its label."""
-        position = self.positions.labelled = self.positions.labelled + 1
+        positions = self.positions
+        position = positions.labelled = positions.labelled + 1
         seconds = epoch_seconds(example.event_time)
-        self.positions.times["labelled"].put(position, seconds)
-        segment = _segment(example.features.get(self.config.segment))
+        positions.times["labelled"].seconds[position % RING] = seconds
+        segment = example.features.get(self._segment_name)
+        if not isinstance(segment, str):
+            segment = None
+        p, y = example.probability, example.label
         windows = self.performance.update(
-            example.probability,
-            example.label,
-            example.decision == APPROVE,
-            seconds,
-            example.model_version,
-            segment,
+            p, y, example.decision == APPROVE, seconds, example.model_version, segment
         )
+        drift = self.concept.update(p, y, seconds)
+        shortfall = self.segments.update(segment, p, y, position, seconds)
+        if drift is None and shortfall is None:
+            return Detections(windows=tuple(windows)) if windows else NOTHING
         events = []
-        drift = self.concept.update(example.probability, example.label, seconds)
         if drift is not None:
             events.append(self._concept_event(drift, example.event_time))
-        shortfall = self.segments.update(
-            segment, example.probability, example.label, position, seconds
-        )
         if shortfall is not None:
             events.append(self._segment_event(shortfall, example.event_time))
-        if not events:
-            return Detections(windows=tuple(windows)) if windows else NOTHING
         published = self._publish(events)
         return Detections(published.events, published.requests, tuple(windows))
 
@@ -339,10 +339,6 @@ class DetectionPipeline:
             first_position=drift.first_position,
             confirmed_position=drift.confirmed_position,
         )
-
-
-def _segment(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 __all__ = ["DetectionPipeline", "Detections", "PipelineConfig"]
