@@ -66,6 +66,7 @@ class JoinCounts:
 _EXPLICIT = frozenset(LabelledExample.model_fields) - {"schema_version"}  # as model_construct sets
 # The model is frozen (no plain setattr): its slots are set through their descriptors, found once.
 _SLOTS = {name: BaseModel.__dict__[name].__set__ for name in BaseModel.__slots__}
+_SET_DICT = _SLOTS["__dict__"]
 _SET_FIELDS_SET = _SLOTS["__pydantic_fields_set__"]
 _SET_EXTRA = _SLOTS["__pydantic_extra__"]
 _SET_PRIVATE = _SLOTS["__pydantic_private__"]
@@ -76,21 +77,26 @@ def labelled(prediction: Prediction, outcome: Outcome) -> LabelledExample:
     """The labelled example of a validated prediction and outcome, without validating again.
 
     It is what ``LabelledExample.model_construct`` builds, minus that method's per-field alias and
-    default lookups: 1.5 us instead of 5.8 on every labelled event. A unit test holds it equal to
-    the validated model, field set and JSON included.
+    default lookups: 1.2 us instead of 5.8 on every labelled event. A unit test holds it equal to
+    the validated model, field set and JSON included. Fields are read from the models' __dict__:
+    pydantic models define __getattr__, which sends every attribute read down CPython's slow path.
     """
+    p, o = vars(prediction), vars(outcome)
     example = _new(LabelledExample)
-    example.__dict__.update(
-        schema_version=SCHEMA_VERSION,
-        application_id=prediction.application_id,
-        event_time=prediction.event_time,
-        outcome_time=outcome.outcome_time,
-        features=prediction.features,
-        probability=prediction.probability,
-        decision=prediction.decision,
-        model_name=prediction.model_name,
-        model_version=prediction.model_version,
-        label=outcome.label,
+    _SET_DICT(
+        example,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "application_id": p["application_id"],
+            "event_time": p["event_time"],
+            "outcome_time": o["outcome_time"],
+            "features": p["features"],
+            "probability": p["probability"],
+            "decision": p["decision"],
+            "model_name": p["model_name"],
+            "model_version": p["model_version"],
+            "label": o["label"],
+        },
     )
     _SET_FIELDS_SET(example, set(_EXPLICIT))
     _SET_EXTRA(example, None)
@@ -153,15 +159,16 @@ class Joiner:
     def on_prediction(
         self, prediction: Prediction, raw: bytes | None = None
     ) -> LabelledExample | None:
-        key = prediction.application_id
+        fields = vars(prediction)  # see `labelled`: faster than reading attributes
+        key = fields["application_id"]
         waiting = self.outcomes.pop(key, None)
         if waiting is not None:
-            return self._join(prediction, Outcome.from_json(waiting))
+            return self._join(key, prediction, Outcome.from_json(waiting))
         if key in self.predictions or key in self._joined._keys:  # see `seen`
             self.duplicates += 1  # the scorer is at-least-once
             return None
         self.predictions[key] = raw if raw is not None else prediction.to_json()
-        self._waiting.append((prediction.event_time, key))
+        self._waiting.append((fields["event_time"], key))
         parsed = self._parsed
         parsed[key] = prediction
         if len(parsed) > self.parsed_size:
@@ -171,16 +178,17 @@ class Joiner:
     def on_outcome(
         self, outcome: Outcome, now: datetime, raw: bytes | None = None
     ) -> LabelledExample | None:
-        key = outcome.application_id
+        fields = vars(outcome)
+        key, outcome_time = fields["application_id"], fields["outcome_time"]
         clock = self.label_clock
-        if clock is None or outcome.outcome_time > clock:
-            self.label_clock = outcome.outcome_time
+        if clock is None or outcome_time > clock:
+            self.label_clock = outcome_time
         stored = self.predictions.pop(key, None)
         if stored is not None:
             prediction = self._parsed.pop(key, None)
             if prediction is None:  # stored before a restart, or pushed out of the parsed ones
                 prediction = Prediction.from_json(stored)
-            return self._join(prediction, outcome)
+            return self._join(key, prediction, outcome)
         if key in self.outcomes or key in self._joined._keys:
             self.duplicates += 1
             return None
@@ -188,9 +196,9 @@ class Joiner:
         self._orphans.append((now, key))
         return None
 
-    def _join(self, prediction: Prediction, outcome: Outcome) -> LabelledExample:
+    def _join(self, key: str, prediction: Prediction, outcome: Outcome) -> LabelledExample:
         self.joined += 1
-        self._joined.add(prediction.application_id)
+        self._joined.add(key)
         return labelled(prediction, outcome)
 
     def expire(self, now: datetime) -> JoinCounts:

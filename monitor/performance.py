@@ -11,7 +11,6 @@ too, so the two stay comparable.
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -273,9 +272,9 @@ class _Batch:
     """
 
     def __init__(
-        self, buffer: array[float], routes: list[tuple[_Scope, ...]], clock: TimeWindows
+        self, buffer: list[float], routes: list[tuple[_Scope, ...]], clock: TimeWindows
     ) -> None:
-        columns = np.array(buffer, float).reshape(-1, FIELDS).T  # a copy: the buffer is reused
+        columns = np.fromiter(buffer, float, len(buffer)).reshape(-1, FIELDS).T
         self.p = p = columns[0]
         y = columns[1]
         self.approved = columns[2]
@@ -703,8 +702,8 @@ class PerformanceTracker:
         self._routes: dict[tuple[str, str | None], int] = {}
         self._route_list: list[tuple[_Scope, ...]] = []
         self._route_numbers: dict[tuple[int, ...], int] = {}  # by the ids of their scopes
-        # buffered events, FIELDS numbers each (see _Batch), flat: one append per event
-        self._buffer: array[float] = array("d")
+        # buffered events, FIELDS numbers each (see _Batch), flat: one extend per event
+        self._buffer: list[float] = []
         self._labels = 0  # labelled events counted by "all", buffered ones too: it closes on them
         self._closed: list[WindowResult] = []  # closed in a flush, for the next update
 
@@ -804,7 +803,7 @@ class PerformanceTracker:
             return
         scopes = self._every_scope()  # in a fixed order, so the closed windows are too
         batch = _Batch(self._buffer, self._route_list, self._all.time)
-        del self._buffer[:]
+        self._buffer = []
         event, owner = batch.pairs(scopes)
         self._closed += batch.add_counts(scopes, event, owner)
         batch.add_times(scopes, event, owner)

@@ -131,7 +131,9 @@ class SegmentMonitor:
         ``seconds``, which dates the start of a drift."""
         if segment is None:
             return None
-        segment, state = self._state(segment)
+        state = self.segments.get(segment)
+        if state is None:
+            segment, state = self._state(segment)
         if state.settling is not None:
             if state.settling.settled(seconds, self.settle_events, self.settle_share):
                 state.settling = None
@@ -146,6 +148,8 @@ class SegmentMonitor:
         q0 = LOW if q0 < LOW else (HIGH if q0 > HIGH else q0)
         cusum = state.cusum
         for i, effect in enumerate(self.effects):
+            if y and not cusum[i]:
+                continue  # a repayment can only lower a CUSUM: at rest it stays there
             q1 = q0 - effect
             if q1 < LOW:
                 q1 = LOW
