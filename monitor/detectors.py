@@ -441,7 +441,13 @@ class ConceptDriftMonitor:
         if self._window is None and position % self.checkpoint_events == 0:
             for detector in self.detectors:
                 detector.checkpoint()
-        self._learn_bias(err - e)
+        # learn the bias (frozen after bias_events) and the recent excess; inline: every event
+        excess = err - e
+        self._recent_n += 1
+        self._recent += (excess - self._recent) / min(self._recent_n, self.bias_events)
+        if self._bias_n < self.bias_events and self._window is None:
+            self._bias_n += 1
+            self._bias += (excess - self._bias) / self._bias_n
         if confirmed is not None and window is not None:
             self.reset()
             self._settling = Settling.after(window.times)
@@ -466,13 +472,6 @@ class ConceptDriftMonitor:
     @property
     def stats(self) -> MonitorStats:
         return MonitorStats(events=self._position, **self._counts)
-
-    def _learn_bias(self, excess: float) -> None:
-        self._recent_n += 1
-        self._recent += (excess - self._recent) / min(self._recent_n, self.bias_events)
-        if self._bias_n < self.bias_events and self._window is None:
-            self._bias_n += 1
-            self._bias += (excess - self._bias) / self._bias_n
 
     def _on_alarm(self, alarm: Alarm) -> None:
         if alarm.level is Level.WARNING:
