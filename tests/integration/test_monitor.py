@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,20 +175,52 @@ def test_restarts_keep_the_detectors_and_the_drift_is_confirmed_once(
         labels=LabelPolicy(median_days=1.0, sigma=0.3, unlabelled_fraction=0.05),
     )
 
-    def restart() -> None:
-        # joins counted by each monitor process: at ~10,000 labelled positions, then at ~19,000,
-        # where the onset's labels begin to arrive (they arrive mixed for ~1,700 more)
-        for n, joins in enumerate((10_000, 9_000)):
-            assert wait_for(lambda p=ports[n], j=joins: joined(p) >= j, 180)
-            monitors[n].stop(signal.SIGTERM)
-            command = ["monitor", "--metrics-port", str(ports[n + 1])]
-            monitors.append(Service(command, variables, tmp_path / f"{n + 2}.log"))
+    # The producer pauses at two points of the stream; there the running monitor catches up
+    # and is restarted. 12,000 applications sent: ~10,000 joins (labels come ~a day late, and
+    # 5% never), half-way to the onset. 20,100 sent: ~19,000, where the onset's labels begin
+    # to arrive (they arrive mixed for ~1,700 more).
+    # Pausing, rather than racing a live stream, keeps the restarts where they are meant to be
+    # however fast the monitor runs (a faster monitor passed both points before the restarter
+    # saw the first, and the second monitor never reached its count).
+    # (applications sent, joins the running monitor has made by then at least)
+    pauses, sent = [(12_000, 9_000), (20_100, 7_000)], [0]
+
+    def caught_up(port: int, least: int) -> bool:
+        """The monitor has made ``least`` joins and its count has not moved for 5 s (its
+        gauges refresh every second)."""
+        last, still_since = -1.0, time.monotonic()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                now = joined(port)
+                if now != last:
+                    last, still_since = now, time.monotonic()
+                elif now >= least and time.monotonic() - still_since >= 5:
+                    return True
+            time.sleep(0.5)
+        return False
+
+    def on_sent(n: int) -> None:
+        sent[0] += n
+        if pauses and sent[0] >= pauses[0][0]:
+            _, least = pauses.pop(0)
+            k = len(monitors) - 1
+            assert caught_up(ports[k], least), f"monitor {k + 1} did not reach {least:,} joins"
+            print(f"restart {k + 1} at {sent[0]:,} applications, {joined(ports[k]):,.0f} joins")
+            monitors[k].stop(signal.SIGTERM)
+            command = ["monitor", "--metrics-port", str(ports[k + 1])]
+            monitors.append(Service(command, variables, tmp_path / f"{k + 2}.log"))
             services.append(monitors[-1])
 
-    restarter = threading.Thread(target=restart)
-    restarter.start()
-    produce_live(kafka, generator, 2000, ProducerMetrics(CollectorRegistry()), count=30_000)
-    restarter.join()
+    produce_live(
+        kafka,
+        generator,
+        2000,
+        ProducerMetrics(CollectorRegistry()),
+        count=30_000,
+        on_sent=on_sent,
+    )
+    assert not pauses, "the stream ended before both restarts"
     events = [
         DriftEvent.from_json(m.value())
         for m in read_all(kafka, kafka.topic(DRIFT_EVENTS), 1, timeout_s=120, settle_s=10)
