@@ -154,7 +154,7 @@ class Joiner:
 
     def seen(self, application_id: str) -> bool:
         """Whether a prediction for this id is waiting, or was joined recently: a repeat."""
-        return application_id in self.predictions or application_id in self._joined._keys
+        return application_id in self.predictions or application_id in self._joined
 
     def on_prediction(
         self, prediction: Prediction, raw: bytes | None = None
@@ -164,7 +164,7 @@ class Joiner:
         waiting = self.outcomes.pop(key, None)
         if waiting is not None:
             return self._join(key, prediction, Outcome.from_json(waiting))
-        if key in self.predictions or key in self._joined._keys:  # see `seen`
+        if self.seen(key):
             self.duplicates += 1  # the scorer is at-least-once
             return None
         self.predictions[key] = raw if raw is not None else prediction.to_json()
@@ -189,7 +189,7 @@ class Joiner:
             if prediction is None:  # stored before a restart, or pushed out of the parsed ones
                 prediction = Prediction.from_json(stored)
             return self._join(key, prediction, outcome)
-        if key in self.outcomes or key in self._joined._keys:
+        if key in self.outcomes or key in self._joined:
             self.duplicates += 1
             return None
         self.outcomes[key] = raw if raw is not None else outcome.to_json()

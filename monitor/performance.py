@@ -701,7 +701,7 @@ class PerformanceTracker:
         # routes: the scopes an event counts in, numbered; cached per value pair
         self._routes: dict[tuple[str, str | None], int] = {}
         self._route_list: list[tuple[_Scope, ...]] = []
-        self._route_numbers: dict[tuple[int, ...], int] = {}  # by the ids of their scopes
+        self._route_numbers: dict[tuple[_Scope, ...], int] = {}  # scopes hash by identity
         # buffered events, FIELDS numbers each (see _Batch), flat: one extend per event
         self._buffer: list[float] = []
         self._labels = 0  # labelled events counted by "all", buffered ones too: it closes on them
@@ -722,10 +722,9 @@ class PerformanceTracker:
             if self.versions:
                 route += (self._scope("model_version", model_version),)
             route += (self._scope(self.segment, segment),)
-            ids = tuple(map(id, route))
-            number = self._route_numbers.get(ids)
+            number = self._route_numbers.get(route)
             if number is None:
-                number = self._route_numbers[ids] = len(self._route_list)
+                number = self._route_numbers[route] = len(self._route_list)
                 self._route_list.append(route)
             if len(self._routes) < ROUTES:
                 self._routes[model_version, segment] = number
@@ -755,16 +754,9 @@ class PerformanceTracker:
     ) -> list[WindowResult]:
         """One labelled event (prediction joined with its outcome); returns the count windows
         closed since the last call that returned any (see the class)."""
-        if not 0.0 <= p <= 1.0:  # as _check, inline: this runs on every event
-            _check(p)
         if y != 0 and y != 1:
             raise ValueError(f"label must be 0 or 1, got {y!r}")
-        route = self._routes.get((model_version, segment))
-        if route is None:
-            route = self._route(model_version, segment)
-        if type(event_time) is not float or event_time - event_time != 0.0:  # not finite
-            event_time = epoch_seconds(event_time)
-        self._buffer.extend((p, y, approved, event_time, route))
+        self._add(p, y, approved, event_time, model_version, segment)
         self._labels += 1
         if self._labels % self.count_step and len(self._buffer) < MAX_PENDING * FIELDS:
             return []
@@ -781,16 +773,23 @@ class PerformanceTracker:
         segment: str | None,
     ) -> None:
         """One prediction, labelled or not: feeds the label-free estimate of the time windows."""
-        if not 0.0 <= p <= 1.0:
-            _check(p)
-        route = self._routes.get((model_version, segment))
-        if route is None:
-            route = self._route(model_version, segment)
-        if type(event_time) is not float or event_time - event_time != 0.0:
-            event_time = epoch_seconds(event_time)
-        self._buffer.extend((p, NO_LABEL, approved, event_time, route))
+        self._add(p, NO_LABEL, approved, event_time, model_version, segment)
         if len(self._buffer) >= MAX_PENDING * FIELDS:
             self._flush()
+
+    def _add(
+        self,
+        p: float,
+        label: float,
+        approved: bool,
+        event_time: datetime | float,
+        model_version: str,
+        segment: str | None,
+    ) -> None:
+        """Buffer one event for the next flush: a label, or NO_LABEL for a prediction."""
+        _check(p)
+        route = self._route(model_version, segment)
+        self._buffer.extend((p, label, approved, epoch_seconds(event_time), route))
 
     def _flush(self) -> None:
         """Add the buffered events to every scope's panes, as one by one in arrival order.

@@ -205,7 +205,7 @@ class DetectionPipeline:
         positions = self.positions
         position = positions.predictions = positions.predictions + 1
         seconds = epoch_seconds(fields["event_time"])
-        positions.times["predictions"].seconds[position % RING] = seconds
+        positions.times["predictions"].put(position, seconds)
         features, probability = fields["features"], fields["probability"]
         segment = features.get(self._segment_name)
         self.performance.update_estimate(
@@ -226,7 +226,7 @@ class DetectionPipeline:
         positions = self.positions
         position = positions.labelled = positions.labelled + 1
         seconds = epoch_seconds(fields["event_time"])
-        positions.times["labelled"].seconds[position % RING] = seconds
+        positions.times["labelled"].put(position, seconds)
         segment = fields["features"].get(self._segment_name)
         if not isinstance(segment, str):
             segment = None
