@@ -26,9 +26,10 @@ import json
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -389,6 +390,7 @@ class DataDriftMonitor:
         self._layout = _Layout(reference, spec)
         self._numeric_names = self._layout.numeric_names[:-1]  # the last is the prediction
         self._categorical_names = self._layout.categorical_names
+        self._values_of = _values_of([*self._numeric_names, *self._categorical_names])
         self.position = -1  # index of the last event seen
         self._stats = [0, 0, 0, 0]
         self.reset()
@@ -424,6 +426,38 @@ class DataDriftMonitor:
         self._filled += 1
         if self._filled < self.step:
             return []
+        return self._close_pane()
+
+    def update_batch(
+        self, features: Sequence[Mapping[str, object]], probabilities: Sequence[object]
+    ) -> list[tuple[int, list[DataDrift]]]:
+        """`update` for many applications in arrival order: the same state, checked at the same
+        positions; returns (index in the batch, drifts) of each check that confirmed any."""
+        numeric, categorical = self._numeric_names, self._categorical_names
+        width, values_of = len(numeric), self._values_of
+        found, start, n = [], 0, len(features)
+        while start < n:
+            end = min(n, start + self.step - self._filled)
+            numbers, labels = self._numbers, self._labels  # a check starts new lists
+            for row, probability in zip(features[start:end], probabilities[start:end], strict=True):
+                try:
+                    values = values_of(row)  # all at once, where every feature is there
+                except KeyError:
+                    values = (*map(row.get, numeric), *map(row.get, categorical))
+                numbers.extend(values[:width])
+                numbers.append(probability)
+                labels.extend(values[width:])
+            self.position += end - start
+            self._filled += end - start
+            start = end
+            if self._filled == self.step:
+                drifts = self._close_pane()
+                if drifts:
+                    found.append((end - 1, drifts))
+        return found
+
+    def _close_pane(self) -> list[DataDrift]:
+        """Count the pane's values, slide the window by it and check."""
         self._flush()
         self._panes.append((self._counts, self._tails))
         self._counts, self._tails = np.zeros_like(self._counts), np.zeros_like(self._tails)
@@ -581,6 +615,14 @@ class DataDriftMonitor:
         self._first = [int(f) for f in state["first"]]
         self._latched = [bool(x) for x in state["latched"]]
         self._stats = [int(s) for s in state["stats"]]
+
+
+def _values_of(names: list[str]) -> Callable[[Mapping[str, object]], tuple[object, ...]]:
+    """A getter of these features' values from a row, as one tuple (KeyError if one is absent)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda row: (row[name],)
+    return itemgetter(*names) if names else (lambda row: ())
 
 
 def _floats(values: list[Any]) -> np.ndarray:

@@ -12,10 +12,14 @@ too, so the two stay comparable.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import partial
+from itertools import chain
 from math import isfinite, log
-from typing import Any
+from operator import ge, le
+from typing import Any, cast
 
 import numpy as np
 from pydantic_core import TzInfo
@@ -482,6 +486,17 @@ def epoch_seconds(event_time: datetime | float) -> float:
     return t
 
 
+def epoch_seconds_many(event_times: Iterable[datetime | float]) -> list[float]:
+    """`epoch_seconds` of each, its usual case (a time in the last zone seen) inline."""
+    zone, epoch = _last_zone
+    return [
+        (t - epoch).total_seconds()
+        if type(t) is datetime and t.tzinfo is zone
+        else epoch_seconds(t)
+        for t in event_times
+    ]
+
+
 # The last fixed-offset time zone seen, with the Unix epoch as a time of that very object.
 # CPython subtracts two datetimes sharing one tzinfo object without asking it for offsets,
 # and parsed times share one: 0.2 us a time against 0.6 for .timestamp(), exactly as it.
@@ -637,6 +652,8 @@ def _sliding(panes: dict[int, Stats], low: int, high: int, m: int) -> list[Stats
 
 
 NO_LABEL = -1.0  # a buffered prediction, for the estimate only
+_AT_LEAST_0, _AT_MOST_1 = partial(le, 0.0), partial(ge, 1.0)  # 0 <= p, 1 >= p, in C
+_LABELS = frozenset((0, 1))  # 1.0 and True are in it too, as `update` takes them
 FIELDS = 5  # numbers buffered per event: p, label, approved, event time, route
 MAX_PENDING = 4096  # buffered events at most; count windows closing flush them sooner
 DENSE_KEYS = 1 << 16  # (scope, kind, pane) keys of one flush tallied without a sort
@@ -776,6 +793,83 @@ class PerformanceTracker:
         self._add(p, NO_LABEL, approved, event_time, model_version, segment)
         if len(self._buffer) >= MAX_PENDING * FIELDS:
             self._flush()
+
+    def update_batch(
+        self,
+        p: Sequence[float],
+        y: Sequence[int],
+        approved: Sequence[bool],
+        seconds: Sequence[float],
+        model_version: Sequence[str],
+        segment: Sequence[str | None],
+    ) -> list[WindowResult]:
+        """`update` for many labelled events in arrival order, event times in epoch seconds:
+        the same state, flushed at the same events; returns the count windows closed since the
+        last call that returned any. A batch with an invalid value changes nothing."""
+        try:
+            valid = all(map(_LABELS.__contains__, y))
+        except TypeError:  # unhashable
+            valid = False
+        if not valid:
+            bad = next(label for label in y if label != 0 and label != 1)
+            raise ValueError(f"label must be 0 or 1, got {bad!r}")
+        return self._add_batch(self._rows(p, y, approved, seconds, model_version, segment), True)
+
+    def update_estimate_batch(
+        self,
+        p: Sequence[float],
+        approved: Sequence[bool],
+        seconds: Sequence[float],
+        model_version: Sequence[str],
+        segment: Sequence[str | None],
+    ) -> None:
+        """`update_estimate` for many predictions in arrival order (see `update_batch`)."""
+        rows = self._rows(p, [NO_LABEL] * len(p), approved, seconds, model_version, segment)
+        self._add_batch(rows, False)
+
+    def _rows(
+        self,
+        p: Sequence[float],
+        label: Sequence[float],
+        approved: Sequence[bool],
+        seconds: Sequence[float],
+        model_version: Sequence[str],
+        segment: Sequence[str | None],
+    ) -> list[float]:
+        """The buffer's numbers for many events, after checking every one (see `_add`)."""
+        if not (all(map(_AT_LEAST_0, p)) and all(map(_AT_MOST_1, p))):  # NaN fails both
+            _check(next(x for x in p if not 0.0 <= x <= 1.0))
+        if not all(map(isfinite, seconds)):
+            bad = next(t for t in seconds if not isfinite(t))
+            raise ValueError(f"event_time must be a finite epoch time in seconds, got {bad!r}")
+        pairs = list(zip(model_version, segment, strict=True))
+        cached = list(map(self._routes.get, pairs))
+        routes = cast(list[int], cached)
+        if None in cached:
+            found = zip(cached, pairs, strict=True)
+            routes = [self._route(*pair) if r is None else r for r, pair in found]
+        return list(chain.from_iterable(zip(p, label, approved, seconds, routes, strict=True)))
+
+    def _add_batch(self, rows: list[float], labelled: bool) -> list[WindowResult]:
+        """Buffer FIELDS numbers per event from ``rows``, flushing where `update` (``labelled``)
+        or `update_estimate` would; the windows closed at a labelled flush."""
+        full, step, closed = MAX_PENDING * FIELDS, self.count_step, []
+        start, n = 0, len(rows)
+        while start < n:
+            take = max(1, (full - len(self._buffer)) // FIELDS)
+            if labelled:
+                take = min(take, step - self._labels % step)
+            end = min(n, start + take * FIELDS)
+            self._buffer.extend(rows[start:end])
+            if labelled:
+                self._labels += (end - start) // FIELDS
+            start = end
+            if (labelled and self._labels % step == 0) or len(self._buffer) >= full:
+                self._flush()
+                if labelled:
+                    closed += self._closed
+                    self._closed = []
+        return closed
 
     def _add(
         self,

@@ -302,3 +302,25 @@ def test_wasserstein_matches_the_exact_distance_on_raw_values(reference: dict[st
         exact = stats.wasserstein_distance(live[name].dropna(), train[name].dropna())
         expected = exact / train[name].std(ddof=0)
         assert check.feature(name).wasserstein == pytest.approx(expected, rel=0.1, abs=0.01)
+
+
+def test_batches_check_at_the_same_positions_as_one_by_one(reference: dict[str, Any]) -> None:
+    items = stream("income-shift", 25_000)
+    for i in range(0, len(items), 7):  # rows a feature is missing from, or odd in
+        features = dict(items[i][0])
+        del features["age" if i % 2 else "loan_purpose"]
+        features["home_ownership"] = ["x"] if i % 3 else None
+        items[i] = (features, items[i][1])
+    one = DataDriftMonitor(reference, SPEC, size=2000, step=500)
+    expected = run(one, items)
+    batched = DataDriftMonitor(reference, SPEC, size=2000, step=500)
+    found, start = [], 0
+    for size in [1, 499, 700, 3, 1234] * 20:  # across pane ends, and several in one batch
+        chunk = items[start : start + size]
+        checks = batched.update_batch([f for f, _ in chunk], [p for _, p in chunk])
+        found += [(start + i, d) for i, drifts in checks for d in drifts]
+        start += size
+    assert start >= len(items)
+    assert [d for _, d in found] == expected and "income" in {d.feature for d in expected}
+    assert [i for i, _ in found] == [d.confirmed_position for d in expected]  # the batch index
+    assert batched.to_dict() == one.to_dict() and batched.last_check == one.last_check

@@ -421,3 +421,66 @@ def test_epoch_seconds_equal_timestamp_in_every_kind_of_zone() -> None:
         epoch_seconds(datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="finite"):
         epoch_seconds(float("inf"))
+
+
+def test_batches_equal_events_one_by_one_flushes_and_closed_windows_included() -> None:
+    """Batches of estimates, then of labels, against the same calls one at a time: the same
+    state (every float bit), the same windows returned, across count steps and full buffers."""
+    events = stream(11_906, seed=14)
+    one = PerformanceTracker(1_000, 250, 2 * DAY, DAY, retention=10 * DAY)
+    batched = PerformanceTracker(1_000, 250, 2 * DAY, DAY, retention=10 * DAY)
+    closed_one, closed_batched, start = [], [], 0
+    for size in [1, 249, 5_000, 3, 700] * 2:  # 5,000 estimates overflow MAX_PENDING (4,096)
+        chunk = events[start : start + size]
+        start += size
+        for p, _, a, t, v, s in chunk:
+            one.update_estimate(p, a, t + 600.0, v, s)
+        for p, y, a, t, v, s in chunk:
+            closed_one += one.update(p, y, a, t, v, s)
+        ps, ys, approved, times, versions, purposes = (list(c) for c in zip(*chunk, strict=True))
+        batched.update_estimate_batch(ps, approved, [x + 600.0 for x in times], versions, purposes)
+        closed_batched += batched.update_batch(ps, ys, approved, times, versions, purposes)
+    assert start == len(events)
+    assert closed_batched == closed_one and len(closed_one) > 100
+    assert batched.to_dict() == one.to_dict()
+    assert batched.late_dropped == one.late_dropped > 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (0, float("nan"), "probability must be within"),
+        (0, 1.5, "probability must be within"),
+        (1, 2, "label must be 0 or 1, got 2"),
+        (1, ["x"], "label must be 0 or 1"),
+        (3, float("inf"), "finite epoch time"),
+    ],
+)
+def test_a_batch_with_one_bad_value_is_refused_whole(
+    column: int, value: object, message: str
+) -> None:
+    events = stream(600, seed=15)
+    tracker = PerformanceTracker(1_000, 250, 2 * DAY, DAY, retention=10 * DAY)
+    tracker.update_batch(*(list(c) for c in zip(*events[:300], strict=True)))
+    before = tracker.to_dict()
+    columns: list[list[Any]] = [list(c) for c in zip(*events[300:], strict=True)]
+    columns[column][150] = value
+    with pytest.raises(ValueError, match=message):
+        tracker.update_batch(*columns)
+    if column != 1:
+        with pytest.raises(ValueError, match=message):
+            tracker.update_estimate_batch(
+                columns[0], columns[2], columns[3], columns[4], columns[5]
+            )
+    with pytest.raises(TypeError):
+        tracker.update_batch(
+            [0.5, "0.5"],  # type: ignore[list-item]
+            [1, 1],
+            [True, True],
+            [1.0, 2.0],
+            ["1", "1"],
+            [None, None],
+        )
+    with pytest.raises(ValueError, match="longer"):  # columns of different lengths
+        tracker.update_batch([0.5, 0.5], [1, 1], [True, True], [1.0, 2.0], ["1"], [None, None])
+    assert tracker.to_dict() == before
