@@ -13,7 +13,7 @@ import pytest
 
 from loanstream.contracts import DriftEvent, DriftSignal, RetrainRequest
 from loanstream.models import LoadedModel
-from monitor.pipeline import DetectionPipeline
+from monitor.pipeline import DetectionPipeline, Detections
 from monitor.simulate import Scored, scored_stream
 from tests.scorer_model import small_model
 from tests.trainer_data import history
@@ -117,3 +117,56 @@ def test_performance_is_tracked_overall_and_per_segment_not_per_version(
     scopes = pipeline.performance.scopes
     assert scopes[0] == "all" and len(scopes) > 2
     assert all(scope.startswith("loan_purpose=") for scope in scopes[1:])
+
+
+def test_batches_give_the_same_detections_and_state_as_events_one_by_one(
+    model: LoadedModel,
+) -> None:
+    """The service hands the pipeline a batch at a time: its predictions, then the examples they
+    and the batch's outcomes completed. Fed that way, or one by one in the same order, the
+    pipeline finds the same events at the same positions and ends in the same state."""
+    scored = list(stream(model, "covariate-shift+concept-drift", 30_000))
+    one, batched = fresh(model), fresh(model)
+    found: dict[str, list[Detections]] = {"one": [], "batched": []}
+    start, sizes = 0, [1, 999, 1_500, 37, 1_000]  # 1,500 is past the pipeline's own step
+    while start < len(scored):
+        chunk = scored[start : start + sizes[start % len(sizes)]]
+        start += len(chunk)
+        predictions = [s.prediction for s in chunk]
+        examples = [s.labelled for s in chunk if s.labelled is not None]
+        found["one"] += [one.on_prediction(p) for p in predictions]
+        found["one"] += [one.on_labelled(x) for x in examples]
+        found["batched"] += [
+            batched.on_prediction_batch(predictions),
+            batched.on_labelled_batch(examples),
+        ]
+    # all but the wall-clock time each was made at
+    events = {
+        k: [e.model_dump(exclude={"detected_at"}) for d in v for e in d.events]
+        for k, v in found.items()
+    }
+    requests = {
+        k: [r.model_dump(exclude={"requested_at"}) for d in v for r in d.requests]
+        for k, v in found.items()
+    }
+    windows = {k: [w for d in v for w in d.windows] for k, v in found.items()}
+    assert events["batched"] == events["one"]
+    assert {e["signal"] for e in events["one"]} >= {DriftSignal.CONCEPT, DriftSignal.DATA}
+    assert requests["batched"] == requests["one"] and len(requests["one"]) == 1
+    assert windows["batched"] == windows["one"] and len(windows["one"]) > 20
+    assert json.dumps(batched.to_dict()) == json.dumps(one.to_dict())
+    assert batched.on_prediction_batch([]) == batched.on_labelled_batch([]) == Detections()
+
+
+def test_a_batch_with_an_invalid_label_is_refused_before_any_state_changes(
+    model: LoadedModel,
+) -> None:
+    scored = [s for s in stream(model, "stable", 400) if s.labelled is not None]
+    pipeline = fresh(model)
+    pipeline.on_labelled_batch([s.labelled for s in scored[:200]])  # type: ignore[misc]
+    before = json.dumps(pipeline.to_dict())
+    examples = [s.labelled for s in scored[200:]]
+    bad = examples[50].model_copy(update={"label": 3})  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="label must be 0 or 1, got 3"):
+        pipeline.on_labelled_batch([*examples[:50], bad, *examples[51:]])  # type: ignore[list-item]
+    assert json.dumps(pipeline.to_dict()) == before
