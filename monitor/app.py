@@ -41,13 +41,12 @@ from loanstream.bulk import bulk_take
 from loanstream.config import KafkaSettings
 from loanstream.streams import Outgoing, Record, Sender, faust_app
 from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
-from monitor.service import MonitorCore
+from monitor.service import BATCH, MonitorCore
 from monitor.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("pending-predictions", "orphan-outcomes")
-BATCH = 1000
 WITHIN_S = 0.05
 MAX_STATE_BYTES = 900 * 1024  # under the broker's default message size limit
 OFFSETS_HEADER = "source-offsets"  # on each snapshot: the source records it covers
@@ -205,22 +204,17 @@ def build_app(
                 if rebalanced[0]:  # agents resume only once the tables are recovered
                     rebalanced[0] = False
                     core.joiner.restore(datetime.now(UTC))
-                outgoing, replayed = [], 0
+                records, replayed = [], 0
                 for event in events:
                     m = event.message
-                    position = (m.topic, m.partition, m.offset)
                     if m.offset <= restored.get((m.topic, m.partition), -1):
                         replayed += 1  # handled and sent before the restart (see above)
                         continue
-                    try:
-                        outgoing += handle(m.value, position)
-                    except Exception as err:  # a bug must not stop the join, nor lose the record
-                        logger.exception(
-                            "monitor failed on %s; dead-lettered as internal", position
-                        )
-                        outgoing.append(
-                            core.dead_letter_of(m.value, position, kind, "internal", err)
-                        )
+                    records.append((m.value, (m.topic, m.partition, m.offset)))
+                try:
+                    outgoing = handle(records)  # dead-letters each record it cannot use
+                except Exception as err:  # a bug must not stop the join, nor lose the records
+                    outgoing = [core.internal_error(v, at, kind, err) for v, at in records]
                 in_flight[0] += 1
                 delivered = submit(outgoing)  # in Kafka's hands before the next batch's
             try:
@@ -238,11 +232,11 @@ def build_app(
 
     @app.agent(source(PREDICTIONS)[1], concurrency=1)
     async def predictions(stream: Any) -> None:
-        await consume(stream, "prediction", core.on_prediction)
+        await consume(stream, "prediction", core.on_predictions)
 
     @app.agent(source(OUTCOMES)[1], concurrency=1)
     async def outcomes(stream: Any) -> None:
-        await consume(stream, "outcome", core.on_outcome)
+        await consume(stream, "outcome", core.on_outcomes)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(_: Any, *args: Any, **kwargs: Any) -> None:

@@ -1,17 +1,24 @@
-"""The monitor's work per message, without Faust: parse, join, detect, and say what to send.
+"""The monitor's work on each batch of records, without Faust: parse, join, detect, and say what
+to send.
 
-``MonitorCore`` is what the Faust agents call for each prediction and each outcome. It never
-raises on a bad record: it dead-letters it. The join's stores are passed in (Faust tables in the
-service, dicts in tests), and so are the references of the models, keyed by version, which a
-watcher thread fills from loan.model-updates. A prediction scored by a version whose reference
-is not known yet is still joined (its labelled example is not lost) but not monitored.
+``MonitorCore`` is what the Faust agents call with each batch they take of predictions or of
+outcomes. Each record is parsed and joined on its own, in arrival order; then each model
+version's pipeline takes the batch's predictions, and the labelled examples the batch completed,
+at once (the same detections as one by one, ~13% fewer instructions per event). It never raises
+on a bad record: it dead-letters it, and a failure of a pipeline (a bug) dead-letters the
+records of that batch as internal while their labelled examples still go out.
+
+The join's stores are passed in (Faust tables in the service, dicts in tests), and so are the
+references of the models, keyed by version, which a watcher thread fills from
+loan.model-updates. A prediction scored by a version whose reference is not known yet is still
+joined (its labelled example is not lost) but not monitored.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
-from loanstream.contracts import DeadLetter, Decision, LabelledExample, Outcome, Prediction
+from loanstream.contracts import DeadLetter, Decision, Outcome, Prediction
 from loanstream.spec import FeatureSpec
 from loanstream.streams import Outgoing
 from loanstream.topics import DEAD_LETTER, DRIFT_EVENTS, LABELLED, RETRAIN_REQUESTS
@@ -30,6 +37,10 @@ from monitor.settings import MonitorSettings
 
 logger = logging.getLogger(__name__)
 
+Source = tuple[str, int, int]  # topic, partition, offset of a record
+# A record parsed (a prediction, or the labelled example it completed), its bytes and source.
+Held = tuple[Any, bytes | None, Source]
+BATCH = 1000  # records the agents take at a time (at most), for `on_predictions`/`on_outcomes`
 KEEP_VERSIONS = 3  # pipelines kept for the newest model versions seen
 STATE_FORMAT = 1
 
@@ -72,52 +83,112 @@ class MonitorCore:
             for d in Decision
         }
 
-    def on_prediction(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
-        try:
-            prediction = Prediction.from_json(value or b"")
-        except (ValidationError, ValueError) as err:
-            return [self.dead_letter_of(value, source, "prediction", "invalid_prediction", err)]
-        self._counted["prediction", "ok"].inc()
+    def on_prediction(self, value: bytes | None, source: Source) -> list[Outgoing]:
+        return self.on_predictions([(value, source)])
+
+    def on_outcome(self, value: bytes | None, source: Source) -> list[Outgoing]:
+        return self.on_outcomes([(value, source)])
+
+    def on_predictions(self, messages: Sequence[tuple[bytes | None, Source]]) -> list[Outgoing]:
+        """A batch of prediction records in arrival order: each is parsed and joined on its
+        own, then each model version's pipeline takes its share of the batch at once."""
         out: list[Outgoing] = []
-        # A prediction sent again (the scorer is at-least-once) would count twice in the data
-        # and prediction drift windows: after a scorer kill, ~2,000 repeats moved a data drift.
-        if not self.joiner.seen(prediction.application_id):
-            pipeline = self._pipeline(prediction.model_version, "prediction")
-            if pipeline is not None:
-                out += self._detections(pipeline.on_prediction(prediction))
-        joined = self.joiner.on_prediction(prediction, value)
-        return out + (self._labelled(joined) if joined else [])
+        fresh: dict[str, list[Held]] = {}
+        joined: list[Held] = []
+        for value, source in messages:
+            try:
+                prediction = Prediction.from_json(value or b"")
+            except (ValidationError, ValueError) as err:
+                letter = self.dead_letter_of(value, source, "prediction", "invalid_prediction", err)
+                out.append(letter)
+                continue
+            self._counted["prediction", "ok"].inc()
+            fields = vars(prediction)  # see monitor.join: faster than attributes
+            try:
+                # A prediction sent again (the scorer is at-least-once) would count twice in the
+                # data and prediction drift windows: after a scorer kill, ~2,000 repeats moved one.
+                fresh_one = not self.joiner.seen(fields["application_id"])
+                example = self.joiner.on_prediction(prediction, value)
+            except Exception as err:  # a bug must not stop the join, nor lose the record
+                out.append(self.internal_error(value, source, "prediction", err))
+                continue
+            if fresh_one:
+                held = (prediction, value, source)
+                fresh.setdefault(fields["model_version"], []).append(held)
+            if example is not None:
+                joined.append((example, value, source))
+        for version, batch in fresh.items():
+            out += self._monitor(version, "prediction", batch, "prediction")
+        return out + self._labelled(joined, "prediction")
 
-    def on_outcome(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
-        try:
-            outcome = Outcome.from_json(value or b"")
-        except (ValidationError, ValueError) as err:
-            return [self.dead_letter_of(value, source, "outcome", "invalid_outcome", err)]
-        self._counted["outcome", "ok"].inc()
-        joined = self.joiner.on_outcome(outcome, datetime.now(UTC), value)
-        return self._labelled(joined) if joined else []
+    def on_outcomes(self, messages: Sequence[tuple[bytes | None, Source]]) -> list[Outgoing]:
+        """A batch of outcome records in arrival order (see `on_predictions`)."""
+        out: list[Outgoing] = []
+        joined: list[Held] = []
+        now = datetime.now(UTC)
+        for value, source in messages:
+            try:
+                outcome = Outcome.from_json(value or b"")
+            except (ValidationError, ValueError) as err:
+                out.append(self.dead_letter_of(value, source, "outcome", "invalid_outcome", err))
+                continue
+            self._counted["outcome", "ok"].inc()
+            try:
+                example = self.joiner.on_outcome(outcome, now, value)
+            except Exception as err:  # a bug must not stop the join, nor lose the record
+                out.append(self.internal_error(value, source, "outcome", err))
+                continue
+            if example is not None:
+                joined.append((example, value, source))
+        return out + self._labelled(joined, "outcome")
 
-    def _labelled(self, example: LabelledExample) -> list[Outgoing]:
-        self._population[example.decision].inc()
-        out: list[Outgoing] = [
-            (
-                self.topics[LABELLED],
-                example.application_id.encode(),
-                example.to_json(),
-                example.outcome_time.timestamp(),
-            )
-        ]
-        pipeline = self._pipeline(example.model_version, "labelled")
-        if pipeline is not None:
-            out += self._detections(pipeline.on_labelled(example))
+    def _labelled(self, joined: list[Held], record: str) -> list[Outgoing]:
+        """The joined examples to loan.labelled, then into their versions' pipelines; each
+        came with the ``record`` ("prediction" or "outcome") that completed its pair."""
+        out: list[Outgoing] = []
+        by_version: dict[str, list[Held]] = {}
+        topic, population = self.topics[LABELLED], self._population
+        for held in joined:
+            example = held[0]
+            fields = vars(example)
+            population[fields["decision"]].inc()
+            key, value = fields["application_id"].encode(), example.to_json()
+            out.append((topic, key, value, fields["outcome_time"].timestamp()))
+            by_version.setdefault(fields["model_version"], []).append(held)
+        for version, batch in by_version.items():
+            out += self._monitor(version, "labelled", batch, record)
         return out
 
-    def _pipeline(self, version: str, kind: str) -> DetectionPipeline | None:
+    def _monitor(self, version: str, kind: str, batch: list[Held], record: str) -> list[Outgoing]:
+        """One version's share of a batch through its pipeline (none yet: counted as
+        unmonitored). A failure there is a bug: the batch's ``record``s are dead-lettered as
+        internal, the error with them, and the stream goes on (their labelled examples are
+        sent all the same)."""
+        pipeline = self._pipeline(version, kind, len(batch))
+        if pipeline is None:
+            return []
+        try:
+            if kind == "prediction":
+                detections = pipeline.on_prediction_batch([h[0] for h in batch])
+            else:
+                detections = pipeline.on_labelled_batch([h[0] for h in batch])
+        except Exception as err:  # a bug must not stop the join, nor lose the records
+            return [self.internal_error(v, at, record, err) for _, v, at in batch]
+        return self._detections(detections)
+
+    def internal_error(
+        self, value: bytes | None, source: Source, kind: str, err: Exception
+    ) -> Outgoing:
+        """The dead letter of a record the monitor failed on (a bug), logged with its trace."""
+        logger.error("monitor failed on %s; dead-lettered as internal", source, exc_info=err)
+        return self.dead_letter_of(value, source, kind, "internal", err)
+
+    def _pipeline(self, version: str, kind: str, records: int = 1) -> DetectionPipeline | None:
         pipeline = self.pipelines.get(version)
         if pipeline is None:
             reference = self.references.get(version)
             if reference is None:
-                self.metrics.unmonitored.labels(kind).inc()
+                self.metrics.unmonitored.labels(kind).inc(records)
                 return None
             pipeline = DetectionPipeline(
                 self.settings.model_name, version, reference, self.spec, self.settings.pipeline()

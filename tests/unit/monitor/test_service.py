@@ -134,31 +134,32 @@ class RecordingPipeline:
     def __init__(self) -> None:
         self.predictions: list[str] = []
 
-    def on_prediction(self, prediction: Prediction) -> Detections:
-        self.predictions.append(prediction.application_id)
+    def on_prediction_batch(self, predictions: list[Prediction]) -> Detections:
+        self.predictions += [p.application_id for p in predictions]
         return NOTHING
 
-    def on_labelled(self, example: LabelledExample) -> Detections:
+    def on_labelled_batch(self, examples: list[LabelledExample]) -> Detections:
         return NOTHING
+
+
+def prediction(application_id: str, version: str = "1") -> bytes:
+    return Prediction(
+        application_id=application_id,
+        event_time=T0,
+        probability=0.7,
+        decision=Decision.APPROVE,
+        model_name="m",
+        model_version=version,
+        features={"income": 50_000.0},
+        received_at=T0,
+        scored_at=T0,
+    ).to_json()
 
 
 def test_a_repeated_prediction_reaches_the_drift_detectors_once(tmp_path: Path) -> None:
     c = core(tmp_path)
     pipeline = RecordingPipeline()
     c.pipelines["1"] = pipeline  # type: ignore[assignment]
-
-    def prediction(application_id: str) -> bytes:
-        return Prediction(
-            application_id=application_id,
-            event_time=T0,
-            probability=0.7,
-            decision=Decision.APPROVE,
-            model_name="m",
-            model_version="1",
-            features={"income": 50_000.0},
-            received_at=T0,
-            scored_at=T0,
-        ).to_json()
 
     def outcome(application_id: str) -> bytes:
         return Outcome(
@@ -174,3 +175,45 @@ def test_a_repeated_prediction_reaches_the_drift_detectors_once(tmp_path: Path) 
     assert len(c.on_prediction(prediction("a2"), where)) == 1  # joined: not a repeat
     assert pipeline.predictions == ["a1", "a2"]
     assert c.joiner.duplicates == 2
+
+
+class FailingPipeline(RecordingPipeline):
+    """A pipeline with a bug: it fails on every labelled batch."""
+
+    def on_labelled_batch(self, examples: list[LabelledExample]) -> Detections:
+        raise ZeroDivisionError("a bug")
+
+
+def test_a_batch_dead_letters_its_bad_records_and_a_failing_pipeline_loses_no_label(
+    tmp_path: Path,
+) -> None:
+    c = core(tmp_path)
+    pipeline = FailingPipeline()
+    c.pipelines["1"] = pipeline  # type: ignore[assignment]
+
+    outcomes = [
+        Outcome(application_id=f"a{i}", label=1, outcome_time=T0 + timedelta(days=30)).to_json()
+        for i in range(4)
+    ]
+    early = c.on_outcomes([(outcomes[0], ("loan.outcomes", 0, 0))])  # before its prediction
+    assert early == []
+    batch = [prediction("a0"), b"{not json", prediction("a1"), prediction("a2", version="9")]
+    sent = c.on_predictions([(v, ("loan.predictions", 3, 10 + i)) for i, v in enumerate(batch)])
+    letters = [DeadLetter.from_json(m[2]) for m in sent if m[0] == DEAD_LETTER]
+    assert [(x.reason, x.partition, x.offset) for x in letters] == [
+        ("invalid_prediction", 3, 11),
+        ("internal", 3, 10),  # a0 completed its pair, and the pipeline failed on its label
+    ]
+    assert [m[1] for m in sent if m[0] == LABELLED] == [b"a0"]  # sent all the same
+    assert pipeline.predictions == ["a0", "a1"]  # version 9 has no reference: not monitored
+    sent = c.on_outcomes([(v, ("loan.outcomes", 0, 1 + i)) for i, v in enumerate(outcomes[1:])])
+    assert sorted(m[1] or b"" for m in sent if m[0] == LABELLED) == [b"a1", b"a2"]
+    letters = [DeadLetter.from_json(m[2]) for m in sent if m[0] == DEAD_LETTER]
+    assert [(x.reason, x.source_topic, x.offset, x.error) for x in letters] == [
+        ("internal", "loan.outcomes", 1, "ZeroDivisionError: a bug")  # a1's, version 1's batch
+    ]
+    assert c.joiner.counts().orphans_waiting == 1  # a3: its prediction has not come
+    unmonitored = c.metrics.registry.get_sample_value(
+        "loanstream_monitor_unmonitored_total", {"kind": "prediction"}
+    )
+    assert unmonitored == 1.0
