@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
-from loanstream.kafka.clients import whole_topic_reader
+from loanstream.kafka.clients import arrived, whole_topic_reader
 from loanstream.models import download_and_load
 from loanstream.topics import MODEL_UPDATES
 
@@ -39,7 +39,7 @@ class ReferenceWatcher(threading.Thread):
         consumer = whole_topic_reader(self.kafka, topic)
         try:
             while not self.stopping.is_set():
-                for message in consumer.consume(100, 0.5):
+                for message in arrived(consumer, 0.5):
                     if message.error() is None:
                         self._load(message.value())
         except Exception:

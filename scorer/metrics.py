@@ -53,5 +53,10 @@ class ScorerMetrics:
             ["result"],
             registry=registry,
         )
+        self.model_loading = Gauge(
+            "loanstream_scorer_model_loading",
+            "1 while a model update is being downloaded, verified and compiled",
+            registry=registry,
+        )
         self.model = Info("loanstream_scorer_model", "The model scoring now", registry=registry)
         self.ready = Gauge("loanstream_scorer_ready", "1 when a model is loaded", registry=registry)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
-from loanstream.kafka.clients import whole_topic_reader
+from loanstream.kafka.clients import arrived, whole_topic_reader
 from loanstream.models import LoadedModel, download_and_load, repaid_probability
 from loanstream.topics import MODEL_UPDATES
 from scorer.compiled import CompiledModel, attribution_model, compile_model
@@ -162,7 +162,7 @@ class ModelWatcher(threading.Thread):
             self.loader.start()
             while not self.stopping.is_set():
                 latest: ModelUpdate | None = None
-                for msg in consumer.consume(100, 0.5):  # keep only the newest of a burst
+                for msg in arrived(consumer, 0.5):  # keep only the newest of a burst
                     if msg.error() is None:
                         latest = self._parse(msg.value()) or latest
                 if latest is not None:
@@ -187,8 +187,12 @@ class ModelWatcher(threading.Thread):
         if update.sha256 == self.loaded_sha256:
             return
         logger.info("model update: %s v%s; loading it", update.model_name, update.version)
-        with quick_gil_switches():
-            self._load(update)
+        self.metrics.model_loading.set(1)
+        try:
+            with quick_gil_switches():
+                self._load(update)
+        finally:
+            self.metrics.model_loading.set(0)
 
     def _load(self, update: ModelUpdate) -> None:
         try:

@@ -287,3 +287,14 @@ def whole_topic_reader(settings: KafkaSettings, topic: str, timeout: float = 30.
     partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     return consumer
+
+
+def arrived(consumer: Consumer, timeout: float, most: int = 100) -> list[Message]:
+    """The messages that have arrived: waits up to ``timeout`` for the first, returns as soon as
+    it comes, with what else is already queued (at most ``most`` in all). ``consume(most,
+    timeout)`` waits out its timeout unless ``most`` messages come, so a follower of a quiet
+    topic such as loan.model-updates saw each new record only when that wait ended."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]

@@ -7,9 +7,14 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from loanstream.config import KafkaSettings
-from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
+from loanstream.kafka.clients import (
+    CommittingConsumer,
+    IdempotentProducer,
+    arrived,
+    whole_topic_reader,
+)
 from loanstream.spec import load_spec
-from loanstream.topics import APPLICATIONS, create_topics
+from loanstream.topics import APPLICATIONS, MODEL_UPDATES, create_topics
 from loanstream.validation import ApplicationValidator
 from tests.helpers import application_json
 
@@ -97,3 +102,29 @@ def test_our_producer_partitions_keys_as_faust_does(kafka: KafkaSettings) -> Non
     consumer.close()
     partitioner = DefaultPartitioner()
     assert seen == {k: partitioner(k, list(range(6)), list(range(6))) for k in keys}
+
+
+def test_a_follower_of_a_quiet_topic_gets_each_record_when_it_comes(kafka: KafkaSettings) -> None:
+    # how the scorer's watcher follows loan.model-updates
+    create_topics(kafka)
+    topic = kafka.topic(MODEL_UPDATES)
+    reader = whole_topic_reader(kafka, topic)
+    try:
+        assert arrived(reader, 0.2) == []
+        with IdempotentProducer(kafka) as producer:
+            producer.produce(topic, b"m", b"v1")
+        began = time.monotonic()
+        (first,) = arrived(reader, 60)
+        # consume(100, 60) would have waited out the minute for a full batch
+        assert first.value() == b"v1" and time.monotonic() - began < 30
+        with IdempotentProducer(kafka) as producer:
+            for i in range(2, 6):
+                producer.produce(topic, b"m", f"v{i}".encode())
+        burst: list[bytes] = []
+        while len(burst) < 4:
+            got = arrived(reader, 10, most=3)
+            assert 1 <= len(got) <= 3
+            burst += [m.value() for m in got]
+        assert burst == [b"v2", b"v3", b"v4", b"v5"]
+    finally:
+        reader.close()
