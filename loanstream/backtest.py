@@ -193,21 +193,23 @@ def event_position(replay: pd.DataFrame, spec: FeatureSpec, moment: str | None) 
 
 class TrainingHold:
     """Holds the scorer (SIGSTOP) so that a replay far faster than real time stays a faithful
-    loop: while the trainer trains a challenger (retraining then takes no event time: the
-    applications the old model scores after the detection are due to the evidence the trainer
-    waits for, not to this machine's training speed), and while the scorer runs more than
-    ``max_lag`` applications ahead of what the monitor has joined (the monitor is the slower
-    service; without the hold the drift would be confirmed long after the scorer passed it).
-    A hold ends when its cause does, when the monitor stops moving, or after ``max_hold_s``.
+    loop, in which the applications the old model scores after a detection are due to the
+    evidence the trainer waits for, not to this machine's speed. The scorer is held:
 
-    Only the scorer's own process is held, not its model loader: a promoted model goes on
-    loading while the scorer waits, and serves from the first batch after the hold. Holding the
-    loader too let the old model score ~7,500 more applications after a promotion, at full
-    speed between holds. And once a model is promoted, until it scores, the scorer runs one
-    look (~1 s, for its watcher to see the update and hand it to the loader) and is held for
-    ``swap_hold_s``, for at most ``max_swap_s``: the loader runs at a lower priority, and with
-    the scorer at full speed a CI run's old model scored the ~8,000 applications left before
-    the new one came in.
+    - while the trainer trains a challenger (retraining then takes no event time);
+    - once the labelled rows a waiting retrain asked for have probably been joined, until the
+      trainer looks again (it looks every few seconds; the scorer would run far past them);
+    - while the scorer runs more than ``max_lag`` applications ahead of what the monitor has
+      joined (the monitor is the slower service; without the hold the drift would be confirmed
+      long after the scorer passed it);
+    - from a promotion until the promoted model scores: the scorer runs only for short looks,
+      each until its watcher reports news on its metrics (it has taken the update, or the model
+      is in) or ``look_s`` passes, and is held ``swap_hold_s`` between looks while its loader
+      process, which is never held, works. With the scorer running between looks, one CI run's
+      old model scored the ~4,300 applications left before the new one came in.
+
+    A hold ends when its cause does, when the monitor stops moving, or after ``max_hold_s``;
+    the wait for a promoted model after ``max_swap_s``.
     """
 
     def __init__(
@@ -220,6 +222,7 @@ class TrainingHold:
         max_lag: int = 2000,
         swap_hold_s: float = 3.0,
         max_swap_s: float = 60.0,
+        look_s: float = 1.0,
     ) -> None:
         self.supervisor = supervisor
         self.console = console
@@ -227,23 +230,29 @@ class TrainingHold:
         self.max_hold_s = max_hold_s
         self.labelled_share = max(labelled_share, 0.01)
         self.max_lag = max_lag
+        self.swap_hold_s, self.max_swap_s, self.look_s = swap_hold_s, max_swap_s, look_s
         self.paused_pid: int | None = None
         self.paused_at = 0.0
         self.held_s = 0.0
         self.holds = 0
         self._joined = (-1.0, 0.0)  # (count, when it last moved)
-        self.swap_hold_s, self.max_swap_s = swap_hold_s, max_swap_s
+        self._rows_wanted: tuple[float, float] | None = None  # (trainer's looks, joined count)
         self._promoted = 0.0  # promotions seen
-        self._awaiting: tuple[str, float] | None = None  # (version serving then, since when)
-        self._released_at = 0.0
+        self._awaiting: tuple[str, float, float] | None = None  # (serving, since, scorer's loads)
         self._swap_until: float | None = None  # set while held for a promoted model to load
+
+    def held(self) -> set[str]:
+        """The services held now."""
+        return {"scorer"} if self.paused_pid is not None else set()
 
     def lag(self, view: Any) -> float:
         """Applications scored that the monitor has not reached yet (estimated)."""
         return float(view.scored() - view.labelled() / self.labelled_share)
 
     def __call__(self, view: Any) -> bool:
-        """True while the trainer is busy (the watch goes on)."""
+        """True while the loop is not through (the watch goes on): the trainer trains, the
+        scorer is held, or a promoted model has yet to come in (a run whose scorer is held
+        between looks would look quiet)."""
         missing = view.value("trainer", "loanstream_trainer_rows_missing")
         rounds = view.value("trainer", "loanstream_trainer_retrain_seconds_count")
         asked = view.value("trainer", "loanstream_trainer_requests_total", outcome="trained")
@@ -251,34 +260,87 @@ class TrainingHold:
         now, joined = time.monotonic(), view.labelled()
         if joined != self._joined[0]:
             self._joined = (joined, now)
+        rows_due = self._rows_due(view, missing, joined)
         swapping = self._swapping(view, now) and not training
-        lag = self.lag(view)
+        if not self.enabled:
+            return training
+        if swapping:
+            if self._swap_until is None or now >= self._swap_until:
+                self._look(view)
+            return True
+        cause = self._cause(training, rows_due, self.lag(view), now)
         if self.paused_pid is None:
-            if self.enabled and (training or lag > self.max_lag):
-                self.pause("the trainer trains a challenger" if training else "the monitor lags")
-            elif self.enabled and swapping and now - self._released_at >= 1.0:
-                self.pause("the promoted model loads")
-                self._swap_until = now + self.swap_hold_s
-        elif self._swap_until is not None:
-            if now >= self._swap_until or not swapping:
-                self.release()
-        else:
-            caught_up = lag < self.max_lag / 2 or now - self._joined[1] > 10
-            if (not training and caught_up) or now - self.paused_at > self.max_hold_s:
-                self.release()
-        return training
+            if cause is not None:
+                self.pause(cause)
+        elif (
+            cause is None or self._swap_until is not None or now - self.paused_at > self.max_hold_s
+        ):
+            self.release()
+        return training or self.paused_pid is not None
+
+    def _cause(self, training: bool, rows_due: bool, lag: float, now: float) -> str | None:
+        """Why the scorer should be held now, if it should."""
+        if training:
+            return "the trainer trains a challenger"
+        if rows_due:
+            return "the trainer looks again for the rows it waits for"
+        stalled = now - self._joined[1] > 10  # the monitor stopped moving: holding is no use
+        if lag > self.max_lag or (self.paused_pid is not None and lag >= self.max_lag / 2):
+            return None if stalled else "the monitor lags"
+        return None
+
+    def _rows_due(self, view: Any, missing: float, joined: float) -> bool:
+        """Whether the monitor has joined as many rows as a waiting retrain lacked at the
+        trainer's last look (counted from when the hold first saw that look)."""
+        if missing <= 0:
+            self._rows_wanted = None
+            return False
+        looks = view.value("trainer", "loanstream_trainer_row_checks_total")
+        if self._rows_wanted is None or looks != self._rows_wanted[0]:
+            self._rows_wanted = (looks, joined + missing)
+        return joined >= self._rows_wanted[1]
 
     def _swapping(self, view: Any, now: float) -> bool:
-        """Whether a promoted model has yet to score (for at most ``max_swap_s``)."""
+        """Whether a promoted model has yet to come into the scorer (for at most
+        ``max_swap_s``). It has once the scorer loaded a model, or failed to, or serves a new
+        version."""
         promoted = view.value("trainer", "loanstream_trainer_retrains_total", result="promoted")
-        serving = view.version()
+        serving, loads = view.version(), self._loads(view)
         if promoted > self._promoted:
-            self._promoted, self._awaiting = promoted, (serving, now)
+            self._promoted, self._awaiting = promoted, (serving, now, loads)
         elif self._awaiting is not None and (
-            serving != self._awaiting[0] or now - self._awaiting[1] > self.max_swap_s
+            serving != self._awaiting[0]
+            or loads > self._awaiting[2]
+            or now - self._awaiting[1] > self.max_swap_s
         ):
             self._awaiting = None
         return self._awaiting is not None
+
+    @staticmethod
+    def _loads(view: Any) -> float:
+        """Model loads the scorer finished (loaded or failed)."""
+        return float(
+            view.value("scorer", "loanstream_scorer_model_loads_total", result="loaded")
+            + view.value("scorer", "loanstream_scorer_model_loads_total", result="failed")
+        )
+
+    def _look(self, view: Any) -> None:
+        """Let the scorer run until its watcher has news, then hold it while the loader works;
+        once the model is in, let it go."""
+        news = (view.value("scorer", "loanstream_scorer_model_loading"), self._loads(view))
+        self.release()
+        ends = time.monotonic() + self.look_s
+        while time.monotonic() < ends:
+            time.sleep(0.02)
+            view.refresh("scorer")
+            now = (view.value("scorer", "loanstream_scorer_model_loading"), self._loads(view))
+            if now != news:
+                break
+        if self._awaiting is not None and self._loads(view) > self._awaiting[2]:
+            self._awaiting = None  # in: it scores from the scorer's next batch
+            return
+        self.pause("the promoted model loads")
+        self._swap_until = time.monotonic() + self.swap_hold_s
 
     def pause(self, why: str) -> None:
         state = self.supervisor.state("scorer")
@@ -287,15 +349,15 @@ class TrainingHold:
         self._signal(state.pid, signal.SIGSTOP)
         self.paused_pid, self.paused_at = state.pid, time.monotonic()
         self.holds += 1
-        if why.startswith("the trainer"):
+        logger.debug("holding the scorer: %s", why)
+        if why.startswith("the trainer trains"):
             self.console.print(f"holding the scorer while {why}")
 
     def release(self) -> None:
         if self.paused_pid is None:
             return
         self._signal(self.paused_pid, signal.SIGCONT)
-        self._released_at = time.monotonic()
-        held = self._released_at - self.paused_at
+        held = time.monotonic() - self.paused_at
         self.held_s += held
         self.paused_pid, self._swap_until = None, None
         logger.debug("released the scorer after %.1f s", held)
@@ -360,6 +422,8 @@ def run_backtest(options: Options, console: Console) -> dict[str, Any]:
     # (Faust wants the session timeout below its 90 s request timeout, so holds end at 70 s).
     run.supervisor.env["LOANSTREAM_SCORER_SESSION_TIMEOUT_S"] = "80"
     run.supervisor.env["LOANSTREAM_SCORER_MAX_POLL_INTERVAL_S"] = "600"
+    # The scorer is held while a waiting retrain looks again for its rows: look more often.
+    run.supervisor.env.setdefault("LOANSTREAM_TRAINER_ROWS_POLL_S", "2")
     hold = TrainingHold(
         run.supervisor, console, options.hold, 70, labelled_share(split.replay, spec, options)
     )
@@ -400,7 +464,7 @@ def run_backtest(options: Options, console: Console) -> dict[str, Any]:
         run.supervisor.start(
             ServiceCommand("producer", argv, f"http://127.0.0.1:{run.ports['producer']}/metrics")
         )
-        run.watch(hold)
+        run.watch(hold, every_s=0.25, held=hold.held)
         hold.release()
         loop_s = time.monotonic() - replay_began
         positions = positions_of(split.replay, spec)
@@ -636,7 +700,12 @@ def register(app: typer.Typer) -> None:
         hold: Annotated[
             bool,
             typer.Option(
-                "--hold/--no-hold", help="hold the scorer while a challenger trains (no event time)"
+                "--hold/--no-hold",
+                help=(
+                    "hold the scorer while a challenger trains (no event time), while the "
+                    "trainer looks again for rows it lacked, while the monitor lags, and "
+                    "between short looks until a promoted model comes in"
+                ),
             ),
         ] = True,
         deadline_s: Annotated[

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,10 +234,16 @@ class Demo:
         )
 
     # -- live view -----------------------------------------------------------------------
-    def watch(self, busy: Callable[[Progress], bool] | None = None) -> None:
+    def watch(
+        self,
+        busy: Callable[[Progress], bool] | None = None,
+        every_s: float = 1.0,
+        held: Callable[[], Collection[str]] = tuple,
+    ) -> None:
         """Progress until the stream and its outcomes are through, or the deadline passes.
 
-        ``busy`` (the backtest's) sees each look at the metrics and may keep the watch going.
+        ``busy`` (the backtest's) sees each look at the metrics and may keep the watch going;
+        ``held`` names the services it holds, which are not scraped (they cannot answer).
         """
         deadline = time.monotonic() + self.plan.deadline_s
         began, last_print = time.monotonic(), 0.0
@@ -251,7 +257,7 @@ class Demo:
                         state.name == "producer" and state.exit_code == 0
                     ):
                         raise LoanStreamError(describe_dead(state))
-                view.update(time.monotonic() - began)
+                view.update(time.monotonic() - began, skip=held())
                 working = busy(view) if busy is not None else False
                 if live is not None:
                     live.update(view.table(), refresh=True)
@@ -263,7 +269,7 @@ class Demo:
                 if time.monotonic() > deadline:
                     self.console.print("[yellow]the deadline passed; summarising what came[/]")
                     return
-                time.sleep(1)
+                time.sleep(every_s)
 
     # -- the story -----------------------------------------------------------------------
     def read_back(self, position: Callable[[str], int | None] = position_of) -> RunRecords:
@@ -313,10 +319,17 @@ class Progress:
         self.samples: dict[str, dict[Any, float]] = {}
         self.history: list[tuple[float, float, float]] = []  # (seconds, scored, labelled)
 
-    def update(self, seconds: float) -> None:
-        for name, url in self.urls.items():  # a service that ended keeps its last figures
-            self.samples[name] = scrape(url) or self.samples.get(name, {})
-        self.history = [*self.history[-10:], (seconds, self.scored(), self.labelled())]
+    def update(self, seconds: float, skip: Collection[str] = ()) -> None:
+        """Scrape every service but ``skip`` (held ones, which cannot answer)."""
+        for name in self.urls:  # a service that ended keeps its last figures
+            if name not in skip:
+                self.refresh(name)
+        kept = [h for h in self.history if h[0] >= seconds - 10]
+        self.history = [*kept, (seconds, self.scored(), self.labelled())]
+
+    def refresh(self, name: str) -> None:
+        """Scrape one service again (its figures between looks)."""
+        self.samples[name] = scrape(self.urls[name]) or self.samples.get(name, {})
 
     def value(self, service: str, name: str, **labels: str) -> float:
         return total(self.samples.get(service, {}), name, **labels)
@@ -333,10 +346,13 @@ class Progress:
         (t0, s0, _), (t1, s1, _) = self.history[0], self.history[-1]
         return (s1 - s0) / max(t1 - t0, 1e-9)
 
-    def settled(self) -> bool:
-        """Nothing new scored or labelled over the last five looks (~5 s)."""
-        recent = self.history[-5:]
-        return len(recent) == 5 and len({(s, lab) for _, s, lab in recent}) == 1
+    def settled(self, quiet_s: float = 5.0) -> bool:
+        """Nothing new scored or labelled over the last ``quiet_s`` seconds of looks."""
+        if not self.history or self.history[-1][0] - self.history[0][0] < quiet_s:
+            return False
+        since = self.history[-1][0] - quiet_s
+        first = max(i for i, (t, _, _) in enumerate(self.history) if t <= since)
+        return len({(s, lab) for _, s, lab in self.history[first:]}) == 1
 
     def version(self) -> str:
         """The newest version that has scored (the scorer's counter is labelled by version)."""

@@ -30,6 +30,11 @@ class TrainerMetrics:
             "Labelled rows a waiting retrain request still needs before it can train",
             registry=registry,
         )
+        self.row_checks = Counter(
+            "loanstream_trainer_row_checks_total",
+            "Looks at a waiting retrain's window that found too few labelled rows",
+            registry=registry,
+        )
         self.champion = Gauge(
             "loanstream_trainer_champion_version",
             "Version of the current champion",

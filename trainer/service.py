@@ -129,6 +129,7 @@ class RetrainService:
                 needed,
             )
             self.metrics.rows_missing.set(needed - len(frame))
+            self.metrics.row_checks.inc()
             if stop.wait(self.settings.rows_poll_s):
                 return None
             frame = self.window_frame(window)

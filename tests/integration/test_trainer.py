@@ -190,6 +190,7 @@ def test_a_request_for_a_new_regime_waits_until_enough_of_it_is_labelled(
             )
             producer.produce(kafka.topic(RETRAIN_REQUESTS), b"m", r.to_json())
         wait_for(lambda: value(metrics_registry, "loanstream_trainer_rows_missing", {}) == 500)
+        assert value(metrics_registry, "loanstream_trainer_row_checks_total", {}) >= 1
         assert (
             value(metrics_registry, "loanstream_trainer_requests_total", {"outcome": "trained"})
             == 0

@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -147,15 +149,24 @@ def test_without_a_manifest_stale_scoring_counts_from_the_detection() -> None:
 
 
 class FakeView:
-    """The metrics the hold reads, as Progress offers them."""
+    """The metrics the hold reads, as Progress offers them. ``looked`` is what the scorer
+    reports when scraped during a look (its watcher at work)."""
 
     def __init__(self) -> None:
         self.trainer: dict[str, float] = {}
+        self.scorer: dict[str, float] = {}
         self.scored_n, self.labelled_n = 0.0, 0.0
         self.serving = "1"
+        self.looked: Callable[[FakeView], None] = lambda view: None
 
     def value(self, service: str, name: str, **labels: str) -> float:
-        return self.trainer.get(name, 0.0) if service == "trainer" else 0.0
+        if service == "trainer":
+            return self.trainer.get(name, 0.0)
+        return self.scorer.get(" ".join([name, *labels.values()]), 0.0)
+
+    def refresh(self, service: str) -> None:
+        assert service == "scorer"
+        self.looked(self)
 
     def scored(self) -> float:
         return self.scored_n
@@ -218,34 +229,110 @@ def test_the_scorer_is_held_while_a_challenger_trains_and_while_the_monitor_lags
         child.wait()
 
 
-def test_a_promoted_model_gets_the_cores_to_load_until_it_scores() -> None:
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A process to hold, in a session of its own."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
     )
     try:
-        state = SimpleNamespace(pid=child.pid, alive=True)
-        supervisor = SimpleNamespace(state=lambda name: state)
-        hold = TrainingHold(supervisor, Console(quiet=True), True, 60, swap_hold_s=0.2)
-        view = FakeView()
-        view.scored_n, view.labelled_n = 1000, 1000
-        assert hold(view) is False and becomes(child.pid, stopped=False)
-        view.trainer = {"loanstream_trainer_retrains_total": 1}  # v2 promoted; v1 still scores
-        hold(view)
-        assert becomes(child.pid, stopped=True) and hold.holds == 1
-        time.sleep(0.3)
-        hold(view)  # held for swap_hold_s
-        assert becomes(child.pid, stopped=False)
-        hold(view)  # less than a look since: the scorer's watcher gets to see the update
-        assert proc_state(child.pid) != "T"
-        time.sleep(1.0)
-        hold(view)
-        assert becomes(child.pid, stopped=True) and hold.holds == 2
-        view.serving = "2"  # the promoted model scores: no more holds
-        hold(view)
-        assert becomes(child.pid, stopped=False)
-        time.sleep(1.0)
-        hold(view)
-        assert proc_state(child.pid) != "T" and hold.holds == 2
+        yield child.pid
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
+
+
+def holding(pid: int, **options: Any) -> TrainingHold:
+    state = SimpleNamespace(pid=pid, alive=True)
+    supervisor = SimpleNamespace(state=lambda name: state)
+    return TrainingHold(supervisor, Console(quiet=True), True, 60, **options)
+
+
+def test_a_promoted_model_comes_in_while_the_scorer_runs_only_short_looks(sleeper: int) -> None:
+    hold = holding(sleeper, swap_hold_s=0.3, look_s=0.5)
+    view = FakeView()
+    view.scored_n, view.labelled_n = 1000, 1000
+    view.scorer["loanstream_scorer_model_loads_total loaded"] = 1  # v1
+    assert hold(view) is False and becomes(sleeper, stopped=False)
+    running: list[bool] = []
+
+    def watcher_takes_the_update(view: FakeView) -> None:
+        running.append(proc_state(sleeper) != "T")
+        view.scorer["loanstream_scorer_model_loading"] = 1
+
+    view.looked = watcher_takes_the_update
+    view.trainer = {"loanstream_trainer_retrains_total": 1}  # v2 promoted; v1 still scores
+    began = time.monotonic()
+    assert hold(view) is True  # a look: it ends at the first news, not after look_s
+    assert time.monotonic() - began < 0.4 and running == [True]
+    assert becomes(sleeper, stopped=True) and hold.holds == 1
+    hold(view)  # the loader works meanwhile
+    assert proc_state(sleeper) == "T" and hold.holds == 1
+    time.sleep(0.35)
+    view.looked = lambda view: running.append(proc_state(sleeper) != "T")
+    began = time.monotonic()
+    hold(view)  # a look with nothing new lasts look_s, and the scorer is held again
+    assert time.monotonic() - began >= 0.5 and running[1:] and all(running)
+    assert becomes(sleeper, stopped=True) and hold.holds == 2
+
+    def model_is_in(view: FakeView) -> None:
+        view.scorer["loanstream_scorer_model_loading"] = 0
+        view.scorer["loanstream_scorer_model_loads_total loaded"] = 2
+
+    view.looked = model_is_in
+    time.sleep(0.35)
+    hold(view)  # in: it scores from the next batch, the scorer goes on
+    assert becomes(sleeper, stopped=False) and hold.holds == 2
+    view.looked = watcher_takes_the_update  # (no look happens any more)
+    for _ in range(3):
+        assert hold(view) is False  # the watch may end
+    assert proc_state(sleeper) != "T" and hold.holds == 2
+
+
+def test_a_promotion_whose_load_fails_stops_the_wait(sleeper: int) -> None:
+    hold = holding(sleeper, swap_hold_s=0.05, look_s=0.2)
+    view = FakeView()
+    view.trainer = {"loanstream_trainer_retrains_total": 1}
+    hold(view)
+    assert becomes(sleeper, stopped=True)
+    view.scorer["loanstream_scorer_model_loads_total failed"] = 1  # seen while held
+    time.sleep(0.1)
+    hold(view)
+    assert becomes(sleeper, stopped=False)
+    hold(view)
+    assert proc_state(sleeper) != "T" and hold.holds == 1
+
+
+def test_the_scorer_waits_for_the_trainer_once_the_rows_it_lacked_are_joined(
+    sleeper: int,
+) -> None:
+    hold = holding(sleeper)
+    view = FakeView()
+    view.scored_n = view.labelled_n = 1000
+    view.trainer = {
+        "loanstream_trainer_rows_missing": 500,
+        "loanstream_trainer_row_checks_total": 1,
+    }
+    hold(view)
+    view.scored_n = view.labelled_n = 1499
+    hold(view)
+    assert proc_state(sleeper) != "T"
+    view.scored_n = view.labelled_n = 1500  # what it lacked has come: wait for its next look
+    hold(view)
+    assert becomes(sleeper, stopped=True)
+    hold(view)
+    assert proc_state(sleeper) == "T" and hold.holds == 1
+    view.trainer.update(  # it looked: 80 still missing (rows of the old regime came too)
+        {"loanstream_trainer_rows_missing": 80, "loanstream_trainer_row_checks_total": 2}
+    )
+    hold(view)
+    assert becomes(sleeper, stopped=False)
+    view.scored_n = view.labelled_n = 1580
+    hold(view)
+    assert becomes(sleeper, stopped=True) and hold.holds == 2
+    view.trainer = {"loanstream_trainer_requests_total": 1}  # enough: it trains, still held
+    hold(view)
+    assert proc_state(sleeper) == "T" and hold.holds == 2
+    view.trainer["loanstream_trainer_retrain_seconds_count"] = 1  # no promotion
+    hold(view)
+    assert becomes(sleeper, stopped=False)
