@@ -324,21 +324,23 @@ class TrainingHold:
             + view.value("scorer", "loanstream_scorer_model_loads_total", result="failed")
         )
 
+    def _watcher(self, view: Any) -> tuple[float, float]:
+        """What the scorer's model watcher reports: (loading now, loads finished)."""
+        return view.value("scorer", "loanstream_scorer_model_loading"), self._loads(view)
+
     def _look(self, view: Any) -> None:
         """Let the scorer run until its watcher has news, then hold it while the loader works;
         once the model is in, let it go."""
-        news = (view.value("scorer", "loanstream_scorer_model_loading"), self._loads(view))
+        before = self._watcher(view)
         self.release()
         ends = time.monotonic() + self.look_s
         while time.monotonic() < ends:
             time.sleep(0.02)
             view.refresh("scorer")
-            now = (view.value("scorer", "loanstream_scorer_model_loading"), self._loads(view))
-            if now != news:
+            if self._watcher(view) != before:
                 break
-        if self._awaiting is not None and self._loads(view) > self._awaiting[2]:
-            self._awaiting = None  # in: it scores from the scorer's next batch
-            return
+        if not self._swapping(view, time.monotonic()):
+            return  # in: it scores from the scorer's next batch
         self.pause("the promoted model loads")
         self._swap_until = time.monotonic() + self.swap_hold_s
 

@@ -187,12 +187,8 @@ class ModelWatcher(threading.Thread):
         if update.sha256 == self.loaded_sha256:
             return
         logger.info("model update: %s v%s; loading it", update.model_name, update.version)
-        self.metrics.model_loading.set(1)
-        try:
-            with quick_gil_switches():
-                self._load(update)
-        finally:
-            self.metrics.model_loading.set(0)
+        with self.metrics.model_loading.track_inprogress(), quick_gil_switches():
+            self._load(update)
 
     def _load(self, update: ModelUpdate) -> None:
         try:
