@@ -195,6 +195,13 @@ class RetrainRequest(Contract):
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
     drift_event_id: str | None = None
+    drift_confirmed_at: AwareDatetime | None = Field(
+        default=None, description="event time at which the drift behind this request was confirmed"
+    )
+    attempt: int = Field(default=1, ge=1, le=100, description="1, or the retry after a lost round")
+    min_rows: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="labelled rows the window needs at least"
+    )
     requested_at: AwareDatetime = Field(default_factory=utcnow)
 
 

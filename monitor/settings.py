@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loanstream.config import default_data_dir
+from loanstream.retraining import TRIGGER_SIGNALS, Trigger
 from monitor.pipeline import PipelineConfig
 
 
@@ -34,6 +35,11 @@ class MonitorSettings(BaseSettings):
     cooldown_days: float = Field(
         default=14.0, ge=0, description="at most one retrain request per cooldown (event time)"
     )
+    retrain_trigger: Trigger = Field(
+        default=Trigger.ANY,
+        description="which confirmed drifts ask for a retrain: any, performance (concept or "
+        "segment) or never",
+    )
     state_every_s: float = Field(
         default=2.0, gt=0, description="snapshot detector state (and refresh gauges) this often"
     )
@@ -57,5 +63,6 @@ class MonitorSettings(BaseSettings):
             target_run_length=self.target_run_length,
             min_psi=self.min_psi,
             cooldown=timedelta(days=self.cooldown_days),
+            retrain_on=TRIGGER_SIGNALS[self.retrain_trigger],
             calibration_cache=self.data_dir / "monitor-calibration.json",
         )

@@ -9,6 +9,10 @@ A drift is confirmed a few hundred labelled rows after it began, far too few to 
 request whose window is still short waits (up to ``wait_for_rows_s``) until enough outcomes of
 the new regime have been labelled. The request stays uncommitted meanwhile, so a trainer killed
 while it waits reads it again.
+
+When a challenger asked for by a drift loses, the shared ``RetryPolicy`` asks again (a new
+request on loan.retrain-requests, read back like any other) with a window from the drift's
+confirmation on, once it holds as many labelled rows as the lost round had; attempts are bounded.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 from confluent_kafka import Message
@@ -28,6 +32,7 @@ from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest
 from loanstream.errors import LoanStreamError
 from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
+from loanstream.retraining import RetryPolicy
 from loanstream.spec import FeatureSpec
 from loanstream.topics import DEAD_LETTER, RETRAIN_REQUESTS
 from trainer.data import read_labelled, rows_to_train
@@ -71,6 +76,9 @@ class RetrainService:
         self.metrics = metrics
         self.publisher = publisher
         self.last_round_end_ms = 0
+        self.retry = RetryPolicy(settings.retry_attempts)
+        self.retries: list[RetrainRequest] = []  # follow-ups of lost rounds, for run() to send
+        self.rounds_started = 0
 
     def parse(self, messages: list[Message], dead: IdempotentProducer) -> list[RetrainRequest]:
         requests = []
@@ -115,10 +123,12 @@ class RetrainService:
             frame = frame[recent]
         return frame
 
-    def wait_for_rows(self, window: Window, stop: threading.Event) -> pd.DataFrame | None:
-        """The window's rows once they are enough to train on, or whatever the wait ends with;
-        None if the service was stopped while it waited."""
-        needed = rows_to_train(self.settings.min_rows)
+    def wait_for_rows(
+        self, window: Window, stop: threading.Event, at_least: int = 0
+    ) -> pd.DataFrame | None:
+        """The window's rows once they are enough to train on (and ``at_least``), or whatever
+        the wait ends with; None if the service was stopped while it waited."""
+        needed = max(rows_to_train(self.settings.min_rows), at_least)
         deadline = time.monotonic() + self.settings.wait_for_rows_s
         frame = self.window_frame(window)
         while len(frame) < needed and time.monotonic() < deadline:
@@ -143,7 +153,8 @@ class RetrainService:
         if not requests:
             return None
         try:
-            frame = self.wait_for_rows(union_window(requests), stop or threading.Event())
+            at_least = max(r.min_rows or 0 for r in requests)
+            frame = self.wait_for_rows(union_window(requests), stop or threading.Event(), at_least)
         except LoanStreamError as err:
             self.metrics.rounds.labels("failed").inc()
             logger.error("retrain failed reading its rows: %s", err)
@@ -158,7 +169,7 @@ class RetrainService:
                 self.spec,
                 self.settings,
                 self.registry,
-                options_from(self.settings),
+                options_from(self.settings, shuffle_labels=self.drilled()),
                 self.publisher,
                 tags={
                     "requests": ",".join(r.request_id for r in requests)[:5000],
@@ -180,7 +191,32 @@ class RetrainService:
         self.metrics.rounds.labels("promoted" if result.promoted else "rejected").inc()
         if result.promoted:
             self.metrics.champion.set(float(result.version.version))
+        self.retries += self.follow_ups(requests, result.promoted, len(frame))
         return result
+
+    def drilled(self) -> bool:
+        """Whether this round is one of the drill's deliberately losing ones."""
+        self.rounds_started += 1
+        drill = self.rounds_started <= self.settings.drill_losing_rounds
+        if drill:
+            logger.warning("drill: round %d trains on shuffled labels", self.rounds_started)
+        return drill
+
+    def follow_ups(
+        self, requests: list[RetrainRequest], promoted: bool, rows_used: int
+    ) -> list[RetrainRequest]:
+        """The retry policy's requests after a round: one per drift whose challenger lost
+        (the champion that drifted still serves, so the drift stands)."""
+        out: dict[str, RetrainRequest] = {}
+        needed = rows_to_train(self.settings.min_rows)
+        for request in requests:
+            again = self.retry.follow_up(
+                request, promoted, True, rows_used, needed, datetime.now(UTC)
+            )
+            if again is not None and again.drift_event_id not in out:
+                out[again.drift_event_id or ""] = again
+                logger.info("the challenger lost; asking again: %s", again.reason)
+        return list(out.values())
 
     def run(self, stop: threading.Event, group_id: str = "loanstream-trainer") -> None:
         topic = self.kafka.topic(RETRAIN_REQUESTS)
@@ -196,5 +232,8 @@ class RetrainService:
                 self.handle(self.parse(batch, dead), stop)
                 if stop.is_set():
                     break  # stopped mid-round or while waiting for rows: read again next start
+                for retry in self.retries:
+                    dead.produce(topic, retry.model_name.encode(), retry.to_json())
+                self.retries.clear()
                 dead.poll(0)
         dead.flush()

@@ -35,6 +35,18 @@ class TrainerSettings(BaseSettings):
         ge=0,
         description="how long a request whose window is still too short waits for labelled rows",
     )
+    retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="rounds per drift, the first included, while its challengers lose",
+    )
+    drill_losing_rounds: int = Field(
+        default=0,
+        ge=0,
+        description="drill: the first N retrain rounds train on shuffled labels, so their "
+        "challengers lose (to see the retry policy work)",
+    )
     rows_poll_s: float = Field(default=5.0, gt=0, description="how often it looks again")
     metrics_port: int | None = None
 
