@@ -8,6 +8,7 @@ COPY producer ./producer
 COPY scorer ./scorer
 COPY monitor ./monitor
 COPY trainer ./trainer
+COPY loop ./loop
 RUN pip install --no-cache-dir . && mkdir -p /data && chown nobody /data
 USER nobody
 # Relative outputs (the producer's manifests in out/, reports) land in the data volume.

@@ -38,10 +38,10 @@ from rich.console import Console
 from rich.table import Table
 
 from loanstream.config import BrokerSettings, KafkaSettings
-from loanstream.demo import Demo, Plan, Progress
 from loanstream.kafka.broker import LocalBroker, free_port, kafka_version
-from loanstream.supervise import ServiceCommand, describe_dead, stop_children_on_sigterm
 from loanstream.topics import APPLICATIONS, OUTCOMES, PREDICTIONS, create_topics
+from loop.demo import Demo, Plan, Progress
+from loop.supervise import ServiceCommand, describe_dead, stop_children_on_sigterm
 from monitor.settings import MonitorSettings
 
 INTERVAL_S = 60.0  # event seconds between applications: 1 event day = 1.44 s at 1,000/s

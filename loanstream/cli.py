@@ -1,7 +1,9 @@
 """The ``loanstream`` command: one entry point for people and scripts.
 
-Each service adds its commands in its own issue; this module wires settings (read once, here),
-logging and the shared commands: the local broker, topics, schemas and the spec check.
+Each service, and the ``loop`` package that runs the whole system (demo, backtest, ``up``/
+``down``/``ps``), adds its commands through the entry points ``loanstream.commands``, so this
+shared package imports none of them. This module wires logging and the shared commands: the
+local broker, topics, schemas and the spec check.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from loanstream import backtest, up
 from loanstream.config import BrokerSettings, KafkaSettings, kafka_settings
 from loanstream.contracts import CONTRACTS
 from loanstream.errors import LoanStreamError
@@ -196,29 +197,6 @@ def spec_check(path: Annotated[Path, typer.Argument(help="a feature spec YAML fi
     )
 
 
-@app.command("demo")
-def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="a smaller run, under 3 minutes")] = False,
-    out: Annotated[Path, typer.Option("--out", help="runs go in dated folders here")] = Path(
-        "out/demo"
-    ),
-    port: PortOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """The whole loop: broker, first model, services, a drifting stream, retrain, hot swap."""
-    from loanstream.demo import FULL, QUICK, run_demo  # imports what only the demo needs
-    from loanstream.supervise import stop_children_on_sigterm
-
-    stop_children_on_sigterm()
-    broker_port = port if port is not None else BrokerSettings().port
-    summary = run_demo(QUICK if quick else FULL, out, broker_port, data_dir, console)
-    if summary.detected_position is None or summary.first_served_position is None:
-        err_console.print(
-            "[red]the loop did not close: no drift detected or no new model served[/]"
-        )
-        raise typer.Exit(1)
-
-
 _registered = False
 
 
@@ -226,8 +204,6 @@ def get_app() -> typer.Typer:
     """The CLI with every installed service's commands (entry points ``loanstream.commands``)."""
     global _registered
     if not _registered:
-        up.register(app)
-        backtest.register(app)
         for entry in sorted(entry_points(group="loanstream.commands"), key=lambda e: e.name):
             entry.load()(app)
         _registered = True

@@ -98,7 +98,9 @@ class _Times:
 
 
 @dataclass
-class _Cooldown:
+class Cooldown:
+    """At most one retrain request per ``cooldown`` of event time (counts what it skipped)."""
+
     last_request: datetime | None = None
     skipped: int = 0
 
@@ -154,7 +156,7 @@ class DetectionPipeline:
         # One pipeline sees one model version: a version dimension would only repeat "all".
         self.segments = SegmentMonitor(target_run_length=self.config.target_run_length)
         self.performance = PerformanceTracker(segment=self.config.segment, versions=False)
-        self.cooldown = _Cooldown()
+        self.cooldown = Cooldown()
         self.positions = _Positions()
         self.events: list[DriftEvent] = []
 
@@ -205,7 +207,7 @@ class DetectionPipeline:
         pipeline.segments = SegmentMonitor.from_dict(state["segments"])
         pipeline.performance = PerformanceTracker.from_dict(state["performance"])
         last = state["cooldown"]["last_request"]
-        pipeline.cooldown = _Cooldown(
+        pipeline.cooldown = Cooldown(
             datetime.fromisoformat(last) if last else None, int(state["cooldown"]["skipped"])
         )
         positions = state["positions"]
@@ -338,19 +340,8 @@ class DetectionPipeline:
             if event.signal in self.config.retrain_on and self.cooldown.allows(
                 event.confirmed_event_time, self.config.cooldown
             ):
-                requests.append(self._request(event))
+                requests.append(request_for(self.model_name, event))
         return Detections(tuple(events), tuple(requests))
-
-    def _request(self, event: DriftEvent) -> RetrainRequest:
-        subject = f" of {event.feature}" if event.feature else ""
-        return RetrainRequest(
-            request_id=f"retrain-{event.event_id}",
-            model_name=self.model_name,
-            reason=f"{event.signal.value} drift{subject} confirmed by {event.detector}",
-            requested_by="monitor",
-            window_start=event.first_event_time,
-            drift_event_id=event.event_id,
-        )
 
     def _event(
         self,
@@ -428,6 +419,21 @@ class DetectionPipeline:
         )
 
 
+def request_for(model_name: str, event: DriftEvent) -> RetrainRequest:
+    """The retrain request a confirmed drift asks for: its window starts at the first evidence."""
+    subject = f" of {event.feature}" if event.feature else ""
+    return RetrainRequest(
+        request_id=f"retrain-{event.event_id}",
+        model_name=model_name,
+        reason=f"{event.signal.value} drift{subject} confirmed by {event.detector}",
+        requested_by="monitor",
+        window_start=event.first_event_time,
+        drift_event_id=event.event_id,
+        drift_confirmed_at=event.confirmed_event_time,
+        requested_at=event.detected_at,
+    )
+
+
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
 
@@ -440,4 +446,4 @@ def _together(parts: list[Detections]) -> Detections:
     )
 
 
-__all__ = ["DetectionPipeline", "Detections", "PipelineConfig"]
+__all__ = ["Cooldown", "DetectionPipeline", "Detections", "PipelineConfig", "request_for"]

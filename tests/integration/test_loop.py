@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from loanstream.config import KafkaSettings
-from loanstream.demo import QUICK
 from loanstream.kafka.broker import free_port
 from loanstream.topics import create_topics
+from loop.demo import QUICK
 from tests.integration.processes import service_env
 from trainer.pipeline import publish
 from trainer.registry import Registry

@@ -17,7 +17,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from loanstream.backtest import (
+from loanstream.contracts import DriftSignal
+from loanstream.errors import LoanStreamError
+from loanstream.spec import load_spec
+from loop.kafka_backtest import (
     TrainingHold,
     compare,
     positions_of,
@@ -25,10 +28,7 @@ from loanstream.backtest import (
     shift_manifest,
     split_history,
 )
-from loanstream.contracts import DriftSignal
-from loanstream.errors import LoanStreamError
-from loanstream.loop import Labelled, Scored, summarize
-from loanstream.spec import load_spec
+from loop.story import Labelled, Scored, summarize
 from tests.unit.test_loop import at, event, update
 
 SPEC = load_spec()

@@ -1,9 +1,9 @@
-"""The story of a closed-loop run, told from its records (loanstream.loop)."""
+"""The story of a closed-loop run, told from its records (loop.story)."""
 
 from datetime import UTC, datetime, timedelta
 
 from loanstream.contracts import DriftEvent, DriftSignal, ModelUpdate, RetrainRequest
-from loanstream.loop import Labelled, Scored, position_of, summarize
+from loop.story import Labelled, Scored, position_of, summarize
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the stream starts; 100 applications a second
 MANIFEST = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from loanstream.demo import Progress
 from loanstream.kafka.broker import free_port
+from loop.demo import Progress
 
 SCORED = ("loanstream_scorer_applications_total", (("model_version", "1"),))
 

@@ -10,7 +10,7 @@ import time
 
 PARENT = """
 import subprocess, sys, time
-from loanstream.supervise import stop_children_on_sigterm
+from loop.supervise import stop_children_on_sigterm
 if sys.argv[1] == "handled":
     stop_children_on_sigterm()
 child = subprocess.Popen(["sleep", "120"])

@@ -1,0 +1,90 @@
+"""The event-time engine's side of the MLflow registry: the trainer's own training round and
+champion/challenger rule on a run's store, and models loaded as the scorer loads them.
+
+Everything goes through the registry, as in the services: the engine serves what the registry
+names champion, verified by the sha256 the registry recorded, compiled by the scorer's code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from loanstream.models import LoadedModel
+from loanstream.spec import FeatureSpec
+from scorer.watcher import load_compiled
+from trainer.pipeline import options_from, training_round
+from trainer.registry import Registry
+from trainer.settings import TrainerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One training round as the loop sees it."""
+
+    version: str
+    promoted: bool
+    reason: str
+    challenger_auc: float
+    champion_auc: float | None
+
+
+class ModelStore:
+    """Trains, registers and loads models in one MLflow store (the run's own by default)."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        spec: FeatureSpec,
+        report_root: Path,
+        on_step: Callable[[str], None] = lambda s: None,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.registry = Registry(settings)
+        self.report_root = report_root
+        self.on_step = on_step
+        self.rounds = 0
+
+    def train(self, frame: pd.DataFrame, tags: dict[str, str], drill: bool = False) -> Round:
+        """The trainer's training round on ``frame``: register, compare, promote or not
+        (``drill``: on shuffled labels, a challenger meant to lose)."""
+        self.rounds += 1
+        result = training_round(
+            frame,
+            self.spec,
+            self.settings,
+            self.registry,
+            options_from(self.settings, shuffle_labels=drill),
+            None,  # the engine swaps the model itself, in event time
+            tags=tags,
+            report_dir=self.report_root / f"round-{self.rounds}",
+            on_step=self.on_step,
+        )
+        champion = result.champion_metrics
+        return Round(
+            result.version.version,
+            result.promoted,
+            result.reason,
+            float(result.version.metrics["auc"]),
+            None if champion is None else float(champion["auc"]),
+        )
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """``version`` (default: the champion), verified and compiled as the scorer does."""
+        chosen = self.registry.version(version) if version else self.registry.champion()
+        if chosen is None:
+            raise LookupError(f"model {self.settings.model_name} has no champion")
+        return load_compiled(
+            chosen.uri,
+            self.settings.resolved_tracking_uri(),
+            chosen.sha256,
+            chosen.name,
+            chosen.version,
+        )
