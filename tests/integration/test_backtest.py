@@ -1,4 +1,4 @@
-"""``loanstream backtest`` on a generated history, as a risk team runs it."""
+"""``loanstream backtest --through-kafka`` on a generated history: the real services in the loop."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def test_a_backtest_detects_the_drift_and_retraining_beats_the_first_champion(
     backtest = loanstream(
         "backtest",
         str(history),
+        "--through-kafka",
         "--train-fraction",
         "0.25",
         "--candidates",
