@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -110,6 +111,9 @@ class BacktestResult:
     drift_events: pd.DataFrame
     retrain_attempts: pd.DataFrame
     model_versions: pd.DataFrame
+    # wall-clock seconds by part (engine, training and loading, detector calibration): for
+    # benchmarks, never in the summary
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return self.data
@@ -202,7 +206,10 @@ def run_backtest(
         loop_options,
         on_progress,
     )
+    began = time.perf_counter()
+    trained_before = store.seconds
     record = engine.run()
+    engine_s = time.perf_counter() - began
     baseline = first_champion(timeline, spec, record, engine.models[record.versions[0]])
     predictions = predictions_frame(
         timeline, record, baseline, spec.id_column, spec.target_column
@@ -217,6 +224,11 @@ def run_backtest(
         pd.json_normalize(data["detections"]["events"]),
         pd.json_normalize(data["retraining"]["attempts"]),
         versions_frame(data, predictions),
+        {
+            "engine": engine_s,
+            "training_and_loading": store.seconds - trained_before,
+            "calibration": engine.calibration_s,
+        },
     )
 
 

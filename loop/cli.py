@@ -266,10 +266,11 @@ def _num(x: float | None) -> str:
 
 
 def print_policies(rows: list[dict]) -> None:
-    table = Table(
-        "policy", "detected at", "by", "stale rows", "AUC after onset", "cost/app after onset",
-        "retrains", "promoted", title="Retrain policies on the same history",
-    )  # fmt: skip
+    table = Table(title="Retrain policies on the same history")
+    for name in ("policy", "detected at", "by"):
+        table.add_column(name, no_wrap=True)
+    for name in ("stale rows", "AUC after onset", "cost/app after onset", "retrains", "promoted"):
+        table.add_column(name, justify="right")
     for r in rows:
         table.add_row(
             r["policy"],

@@ -18,6 +18,7 @@ outcomes, so an outcome is never joined before its own prediction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -125,8 +126,8 @@ class Record:
     probability: np.ndarray
     decision: np.ndarray  # per application: "approve" / "review" / "decline"
     costs: dict[str, tuple[float, float, float]]  # per version: its decision costs
-    labelled_position: list[int]  # application positions joined, in label-time order
-    labelled_ms: list[int]
+    labelled_position: np.ndarray  # application positions joined, in label-time order
+    labelled_ms: np.ndarray  # when each was joined (its label time)
     events: list[Known]
     attempts: list[Attempt]
     swaps: list[tuple[int, str, int]]  # (event time ms, version, first position it scored)
@@ -156,6 +157,7 @@ class EventTimeLoop:
         self.label_ttl = label_ttl
         self.options = options
         self.on_progress = on_progress
+        self.calibration_s = 0.0  # building detectors for a new version (wall clock, benchmarks)
 
     # -- the run -------------------------------------------------------------------------
     def run(self) -> Record:
@@ -167,15 +169,20 @@ class EventTimeLoop:
         self.serving = first.version
         self.pipelines: dict[str, DetectionPipeline] = {}
         self.label_ms_by_version: dict[str, list[int]] = {}
-        self.joiner = Joiner({}, {}, label_ttl=self.label_ttl, orphan_ttl=timedelta(days=1))
+        # A label comes weeks after its prediction: keep more of the pending ones parsed than the
+        # service does (it parses the rest from its store again, ~20 us each).
+        self.joiner = Joiner(
+            {}, {}, label_ttl=self.label_ttl, orphan_ttl=timedelta(days=1), parsed_size=200_000
+        )
+        self.joined = 0
         self.record = Record(
             [first.version],
             np.full(n, -1, dtype=np.int32),
             np.full(n, np.nan),
             np.full(n, "", dtype=object),
             {first.version: _costs(first)},
-            [],
-            [],
+            np.zeros(len(t.outcome_ms), dtype=np.int64),  # at most every outcome is joined
+            np.zeros(len(t.outcome_ms), dtype=np.int64),
             [],
             [],
             [],
@@ -213,6 +220,8 @@ class EventTimeLoop:
         self.next_periodic = NEVER  # no schedule past the history
         while (timer := self._next_timer()) != NEVER:
             self._fire(timer, data_left=False)
+        self.record.labelled_position = self.record.labelled_position[: self.joined]
+        self.record.labelled_ms = self.record.labelled_ms[: self.joined]
         return self.record
 
     def _slice_end(self, start_ms: int, timer_ms: int, i: int) -> int:
@@ -266,8 +275,9 @@ class EventTimeLoop:
             example = self.joiner.on_outcome(outcome, moment(ms))
             if example is None:
                 continue
-            record.labelled_position.append(position)
-            record.labelled_ms.append(ms)
+            record.labelled_position[self.joined] = position
+            record.labelled_ms[self.joined] = ms
+            self.joined += 1
             version = example.model_version
             by_version.setdefault(version, []).append(example)
             self.label_ms_by_version.setdefault(version, []).append(ms)
@@ -286,6 +296,7 @@ class EventTimeLoop:
             model = self.models.get(version)
             if model is None:
                 return None
+            began = time.perf_counter()
             pipeline = DetectionPipeline(
                 self.store.settings.model_name,
                 version,
@@ -293,6 +304,7 @@ class EventTimeLoop:
                 self.spec,
                 self.pipeline_config,
             )
+            self.calibration_s += time.perf_counter() - began
             self.pipelines[version] = pipeline
             for old in sorted(self.pipelines, key=version_order)[:-KEEP_VERSIONS]:
                 del self.pipelines[old]
@@ -351,9 +363,9 @@ class EventTimeLoop:
         last = len(t.app_ms)
         if window.end is not None:
             last = int(np.searchsorted(t.app_ms, ms_of(window.end)))
-        positions = np.asarray(self.record.labelled_position, dtype=np.int64)
+        positions = self.record.labelled_position[: self.joined]
         keep = (positions >= first) & (positions < last)
-        return positions[keep], np.asarray(self.record.labelled_ms, dtype=np.int64)[keep]
+        return positions[keep], self.record.labelled_ms[: self.joined][keep]
 
     def _try_start(self, now_ms: int) -> None:
         """Start the waiting round if its window held the rows it needs by ``now_ms``: at the

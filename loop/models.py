@@ -8,6 +8,7 @@ names champion, verified by the sha256 the registry recorded, compiled by the sc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,13 @@ class ModelStore:
         self.report_root = report_root
         self.on_step = on_step
         self.rounds = 0
+        self.seconds = 0.0  # spent training and loading (wall clock, for benchmarks only)
 
     def train(self, frame: pd.DataFrame, tags: dict[str, str], drill: bool = False) -> Round:
         """The trainer's training round on ``frame``: register, compare, promote or not
         (``drill``: on shuffled labels, a challenger meant to lose)."""
         self.rounds += 1
+        began = time.perf_counter()
         result = training_round(
             frame,
             self.spec,
@@ -67,6 +70,7 @@ class ModelStore:
             report_dir=self.report_root / f"round-{self.rounds}",
             on_step=self.on_step,
         )
+        self.seconds += time.perf_counter() - began
         champion = result.champion_metrics
         return Round(
             result.version.version,
@@ -78,13 +82,16 @@ class ModelStore:
 
     def load(self, version: str | None = None) -> LoadedModel:
         """``version`` (default: the champion), verified and compiled as the scorer does."""
+        began = time.perf_counter()
         chosen = self.registry.version(version) if version else self.registry.champion()
         if chosen is None:
             raise LookupError(f"model {self.settings.model_name} has no champion")
-        return load_compiled(
+        model = load_compiled(
             chosen.uri,
             self.settings.resolved_tracking_uri(),
             chosen.sha256,
             chosen.name,
             chosen.version,
         )
+        self.seconds += time.perf_counter() - began
+        return model

@@ -42,4 +42,4 @@ class EngineProgress:
         self.policy_update("replay", done, total, ms)
 
     def step(self, text: str) -> None:
-        self.console.log(f"trainer: {text}")
+        self.console.print(f"[dim]trainer: {text}[/]")

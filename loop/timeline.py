@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,9 @@ class Timeline:
     rejected: int  # rows of the file that failed the spec
     validator: ApplicationValidator
     messages: MessageCache
+    labels: np.ndarray  # each replayed row's label (0/1; -1 where the file has none)
+    ids: np.ndarray  # each replayed row's application id (converted once: a string column
+    # turned into an array per batch cost the run time in proportion to the history's length)
 
     def position_at(self, ms: float) -> int:
         """The last application at or before ``ms`` of event time (-1: none yet)."""
@@ -72,7 +75,22 @@ class Timeline:
         return [self.validator.parse(value) for value in values]
 
     def outcomes(self, start: int, end: int, spec: FeatureSpec) -> list[Outcome]:
-        """Outcomes ``start``..``end - 1`` (in label-time order) as the replay sends them."""
+        """Outcomes ``start``..``end - 1`` (in label-time order): what the replay sends, built
+        from the table (an outcome is three plain fields; a test holds them equal to the
+        parsed messages)."""
+        rows = self.outcome_position[start:end]
+        ids = self.ids[rows].tolist()
+        labels = self.labels[rows].tolist()
+        stamps = self.outcome_ms[start:end].tolist()
+        return [
+            Outcome.trusted(
+                application_id=key, label=label, outcome_time=datetime.fromtimestamp(ms / 1000, UTC)
+            )
+            for key, label, ms in zip(ids, labels, stamps, strict=True)
+        ]
+
+    def outcome_messages(self, start: int, end: int, spec: FeatureSpec) -> list[Outcome]:
+        """The same outcomes parsed from the replay's own messages (slower; for checks)."""
         values = self.messages.get("outcomes", start, end, lambda a, b: self._outs(a, b, spec))
         return [Outcome.from_json(value) for value in values]
 
@@ -173,4 +191,6 @@ def build_timeline(
         len(checked.rejections),
         ApplicationValidator(spec),
         MessageCache(),
+        pd.to_numeric(replay[spec.target_column], errors="coerce").fillna(-1).to_numpy(int),
+        replay[spec.id_column].to_numpy(dtype=object),
     )

@@ -105,7 +105,9 @@ class RetrainService:
                 )
                 dead.produce(self.kafka.topic(DEAD_LETTER), msg.key(), letter.to_json())
                 continue
-            if msg.timestamp()[1] <= self.last_round_end_ms:
+            # A follow-up of the retry policy is sent right after the round it follows, often
+            # within the same millisecond: it is never covered by that round.
+            if request.attempt == 1 and msg.timestamp()[1] <= self.last_round_end_ms:
                 self.metrics.requests.labels("deduplicated").inc()
                 logger.info(
                     "request %s arrived during the last round: covered by it", request.request_id

@@ -11,9 +11,12 @@ from prometheus_client import CollectorRegistry
 from loanstream.config import KafkaSettings
 from loanstream.contracts import Decision, LabelledExample, ModelUpdate, RetrainRequest
 from loanstream.kafka.clients import IdempotentProducer
-from loanstream.spec import FeatureSpec
+from loanstream.spec import FeatureSpec, load_spec
 from loanstream.topics import LABELLED, MODEL_UPDATES, RETRAIN_REQUESTS, create_topics
+from producer.generator import Generator
 from producer.outcomes import OUTCOME_TIME
+from producer.scenarios import Drift, Scenario
+from producer.world import load_world
 from tests.integration.consume import read_all
 from tests.trainer_data import history
 from trainer.metrics import TrainerMetrics
@@ -211,3 +214,94 @@ def test_a_request_for_a_new_regime_waits_until_enough_of_it_is_labelled(
     # "rows" counts the training split, 70% of the window: the 700 asked for, nothing older
     # (the window plus the older rows would make 1,470)
     assert 700 <= int(run["rows"]) <= 0.7 * in_window + 1
+
+
+def test_a_lost_round_is_asked_for_again_from_the_confirmation_and_then_promoted(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """The live half of the retry policy: the first round (a drill, on shuffled labels) loses
+    to the champion; the trainer sends a follow-up request for labels from the drift's
+    confirmation on, reads it back, trains on the new regime and promotes."""
+    create_topics(kafka)
+    spec = load_spec()
+    drift = Drift(
+        kind="concept",
+        start=4500,
+        categories={"loan_purpose": {"debt_consolidation": -2.5}},
+        coefficients={"credit_score": -0.5},
+    )
+    world = Generator(spec, load_world(None, spec), Scenario(name="t", drifts=[drift]), seed=12)
+    frame = world.rows(0, 9000)
+    frame = frame[frame[OUTCOME_TIME].notna()].reset_index(drop=True)
+    times = frame[spec.event_time_column]
+    settings = TrainerSettings(
+        data_dir=tmp_path,
+        candidates=("logistic",),
+        search_candidates=2,
+        min_rows=700,
+        rows_poll_s=0.5,
+        wait_for_rows_s=3,
+        drill_losing_rounds=1,
+    )
+    registry = Registry(settings)
+    training_round(  # the champion: the old regime
+        frame[times < world.event_time(4000)].drop(columns=[OUTCOME_TIME]),
+        spec,
+        settings,
+        registry,
+        options_from(settings),
+        None,
+    )
+    send_labelled(kafka, frame, spec)
+    metrics_registry = CollectorRegistry()
+    service = RetrainService(
+        kafka,
+        spec,
+        settings,
+        registry,
+        TrainerMetrics(metrics_registry),
+        lambda update: publish(kafka, update),
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
+    worker.start()
+    confirmed = world.event_time(5000)
+    try:
+        with IdempotentProducer(kafka) as producer:
+            r = RetrainRequest(
+                request_id="retrain-drift-7",
+                model_name=settings.model_name,
+                reason="concept drift confirmed",
+                requested_by="monitor",
+                window_start=world.event_time(3000),  # the evidence began before the onset
+                drift_event_id="drift-7",
+                drift_confirmed_at=confirmed,
+            )
+            producer.produce(kafka.topic(RETRAIN_REQUESTS), b"m", r.to_json())
+        wait_for(
+            lambda: (
+                value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "promoted"})
+                == 1
+            ),
+            timeout=240,
+        )
+    finally:
+        stop.set()
+        worker.join(30)
+    assert value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "rejected"}) == 1
+    requests = [
+        RetrainRequest.from_json(m.value())
+        for m in read_all(kafka, kafka.topic(RETRAIN_REQUESTS), 2, settle_s=2.0)
+    ]
+    assert [(q.request_id, q.attempt) for q in requests] == [
+        ("retrain-drift-7", 1),
+        ("retrain-drift-7-attempt-2", 2),
+    ]
+    retry = requests[1]
+    assert retry.requested_by == "retry-policy"
+    assert retry.window_start == confirmed and retry.drift_event_id == "drift-7"
+    assert retry.min_rows is not None and retry.min_rows >= 1000
+    versions = registry.list_versions()
+    assert [v["version"] for v in versions] == ["1", "2", "3"]
+    assert versions[2]["aliases"] == ["champion"]
+    assert int(versions[2]["rows"]) <= 0.7 * int((times >= confirmed).sum()) + 1  # the new regime

@@ -243,3 +243,11 @@ def test_a_label_time_before_its_application_is_refused() -> None:
     frame.loc[5, "outcome_time"] = frame.loc[5, "applied_at"] - pd.Timedelta(hours=1)
     with pytest.raises(LoanStreamError, match="1 rows have a label time before"):
         build_timeline(frame, SPEC, 0.25, LabelSource())
+
+
+def test_outcomes_built_from_the_table_equal_the_replayed_messages() -> None:
+    frame, _ = history([])
+    timeline = build_timeline(frame, SPEC, 0.25, LabelSource())
+    n = len(timeline.outcome_ms)
+    assert n > 8000
+    assert timeline.outcomes(0, n, SPEC) == timeline.outcome_messages(0, n, SPEC)
