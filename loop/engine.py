@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loanstream.contracts import Decision, DriftEvent, RetrainRequest
+from loanstream.contracts import DriftEvent, RetrainRequest
 from loanstream.errors import LoanStreamError
 from loanstream.models import LoadedModel
 from loanstream.retraining import RetryPolicy
@@ -490,4 +490,4 @@ def _costs(model: LoadedModel) -> tuple[float, float, float]:
     return (bands.wrong_approval, bands.wrong_decline, bands.review)
 
 
-__all__ = ["Decision", "EventTimeLoop", "LoopOptions", "Periodic", "Record"]
+__all__ = ["EventTimeLoop", "LoopOptions", "Periodic", "Record"]

@@ -1,11 +1,13 @@
-"""What a run of the closed loop did, read back from its topics: where the drift was injected,
-when it was detected, when a retrain was requested and a new model promoted and served, how
-many applications a stale model scored, and the accuracy before and after.
+"""What a run of the live services did (the demo, ``backtest --through-kafka``), read back from
+their topics: where the drift was injected, when it was detected, when a retrain was requested
+and a new model promoted and served, how many applications a stale model scored, and the
+accuracy before and after. (The event-time engine tells its own story: ``loop.results``.)
 
-Pure: the records come in as contracts and light rows, so the demo, the backtest and the tests
-share one summary. Application positions come from the synthetic ids (``app-<seed>-<position>``)
-or, for a lender's own history, from the caller's id -> position map (the backtest's). Without a
-manifest (no known onset) the stale count and the accuracy stretches start at the detection.
+Pure: the records come in as contracts and light rows, so the demo, the Kafka backtest and the
+tests share one summary. Application positions come from the synthetic ids
+(``app-<seed>-<position>``) or, for a lender's own history, from the caller's id -> position map
+(the backtest's). Without a manifest (no known onset) the stale count and the accuracy
+stretches start at the detection.
 """
 
 from __future__ import annotations
