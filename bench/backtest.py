@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -141,7 +143,61 @@ def child(history_path: Path, workdir: Path) -> None:
         "peak_rss_mib_backtest": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     figures |= alone(result, history, workdir)
+    figures["parts_s"] = parts(history_path, workdir)
     print(json.dumps(figures))
+
+
+def parts(history_path: Path, workdir: Path) -> dict[str, float]:
+    """Seconds per part of the engine's data path over the replayed rows, each timed alone in
+    the engine's own order and batches: validation, scoring, the join, the pipelines."""
+    from datetime import timedelta as td
+
+    from loanstream.spec import load_spec
+    from loop.engine import moment
+    from loop.models import ModelStore
+    from loop.timeline import LabelSource, build_timeline
+    from monitor.join import Joiner
+    from monitor.pipeline import DetectionPipeline
+    from monitor.settings import MonitorSettings
+    from scorer.core import score_batch, typical_values
+    from trainer.settings import TrainerSettings
+
+    spec = load_spec()
+    timeline = build_timeline(pd.read_parquet(history_path), spec, 0.2, LabelSource())
+    settings = TrainerSettings(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir)
+    model = ModelStore(settings, spec, workdir).load("1")
+    typical = typical_values(model.reference)
+    config = MonitorSettings(data_dir=workdir).pipeline()
+    pipeline = DetectionPipeline(settings.model_name, "1", model.reference, spec, config)
+    joiner = Joiner({}, {}, label_ttl=td(days=400), orphan_ttl=td(days=1), parsed_size=200_000)
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - began
+
+    n, at = len(timeline.app_ms), moment(int(timeline.app_ms[0]))
+    for start in range(0, n, BATCH):
+        with timed("validating applications"):
+            apps = timeline.applications(start, min(start + BATCH, n), spec)
+        with timed("scoring"):
+            scored = score_batch(model, apps, at, at, False, typical)
+        with timed("join: predictions"):
+            for p in scored:
+                joiner.on_prediction(p)
+        with timed("pipeline: predictions"):
+            pipeline.on_prediction_batch(scored)
+    m = len(timeline.outcome_ms)
+    for start in range(0, m, BATCH):
+        with timed("building outcomes"):
+            outcomes = timeline.outcomes(start, min(start + BATCH, m), spec)
+        with timed("join: outcomes"):
+            examples = [e for o in outcomes if (e := joiner.on_outcome(o, o.outcome_time))]
+        with timed("pipeline: labels"):
+            pipeline.on_labelled_batch(examples)
+    return {**seconds, "rows": n}
 
 
 def main() -> None:
@@ -188,6 +244,12 @@ def main() -> None:
     for r in rows:
         table.add_row(*(fmt.format(r[key]) for key, _, fmt in columns))
     console.print(table)
+    for r in rows:
+        split = r["parts_s"]
+        console.print(
+            f"{r['rows']:,} rows, the engine's parts alone over {split['rows']:,} applications: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in split.items() if k != "rows")
+        )
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, args.out / "backtest_speed.png")
     console.print(f"wrote {args.out / 'results.json'} and {args.out / 'backtest_speed.png'}")

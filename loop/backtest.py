@@ -1,9 +1,10 @@
-"""Backtests on the event-time engine, for the command line and for notebooks.
+"""Backtests on the event-time engine, for the command line and for notebooks::
 
->>> from loop import run_backtest                                        # doctest: +SKIP
->>> result = run_backtest(pd.read_parquet("history.parquet"), load_spec())  # doctest: +SKIP
->>> result.summary()["loop"]["first_served"]                             # doctest: +SKIP
-{'position': 14211, 'event_time': '2026-01-20T10:51:00+00:00'}
+    from loop import run_backtest
+    result = run_backtest(pd.read_parquet("history.parquet"), load_spec())
+    result.summary()["loop"]["first_served"]  # {'position': ..., 'event_time': ...}
+
+(``tests/unit/loop/test_engine.py`` runs it on seeded histories; a doctest would train models.)
 
 The oldest ``train_fraction`` of the history trains the first champion (a model built before
 the backtest's period, into the run's own MLflow store); the rest is replayed in event time.
