@@ -18,7 +18,7 @@ from loanstream.config import BrokerSettings
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-PortOpt = Annotated[int | None, typer.Option("--port", help="broker client port [default: 9092]")]
+PortOpt = Annotated[int | None, typer.Option("--port", help="broker client port (default: 9092)")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="broker jars, logs, data")]
 
 
@@ -44,7 +44,9 @@ def demo(
         raise typer.Exit(1)
 
 
-SpecPathOpt = Annotated[Path | None, typer.Option("--spec", help="feature spec [default: loan]")]
+SpecPathOpt = Annotated[
+    Path | None, typer.Option("--spec", help="feature spec (default: the loan spec)")
+]
 
 
 def backtest(
@@ -58,7 +60,9 @@ def backtest(
     ),
     label_time_column: Annotated[
         str | None,
-        typer.Option("--label-time-column", help="when each label became known [outcome_time]"),
+        typer.Option(
+            "--label-time-column", help="when each label became known (default: outcome_time)"
+        ),
     ] = None,
     label_delay: Annotated[
         str | None, typer.Option("--label-delay", help="a fixed label delay instead, e.g. 30d")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import ConsumerGroupState, Producer
+from confluent_kafka import ConsumerGroupState, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
@@ -298,9 +298,16 @@ def test_graceful_rebalances_lose_no_application(
     kafka: KafkaSettings, models: Models, workers: list[Worker], tmp_path: Path
 ) -> None:
     """A second worker joins mid-stream (partitions move to it), then leaves with SIGTERM
-    (they move back): two rebalances under load, every application still scored."""
+    (they move back): two rebalances under load, every application still scored.
+
+    The stream starts once the first worker owns every partition and lasts ~40 s, so the
+    second worker (10-23 s to start on this machine) joins while there is work left: with a
+    20 s stream begun before either worker was up, the first had often consumed it all by the
+    time the second joined, and the second then had nothing to score (half the runs failed,
+    on this code and before it; the rebalance itself completed every time)."""
     app_id = f"scorer-{uuid.uuid4().hex[:8]}"
     first = start(workers, kafka, models, tmp_path, app_id)
+    wait_for_assignment(kafka, app_id, timeout_s=120)
     port = free_port()
     generator = Generator(SPEC, load_world(None, SPEC), load_scenario("stable"), seed=10)
     joined: list[Worker] = []
@@ -313,16 +320,15 @@ def test_graceful_rebalances_lose_no_application(
         joined[0].stop(signal.SIGTERM)
 
     joiner = threading.Timer(
-        4.0, lambda: joined.append(start(workers, kafka, models, tmp_path, app_id, port))
+        1.0, lambda: joined.append(start(workers, kafka, models, tmp_path, app_id, port))
     )
-    leaver = threading.Timer(5.0, leave)
-    time.sleep(3)
+    leaver = threading.Timer(2.0, leave)
     joiner.start()
     leaver.start()
     produce_live(
         kafka,
         generator,
-        2000,
+        1000,
         ProducerMetrics(CollectorRegistry()),
         count=40_000,
         wait_for_outcomes=False,
@@ -354,7 +360,10 @@ def wait_for_assignment(kafka: KafkaSettings, group: str, timeout_s: float = 60)
     partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
 
     def assigned() -> bool:
-        description = admin.describe_consumer_groups([group])[group].result(10)
+        try:
+            description = admin.describe_consumer_groups([group])[group].result(10)
+        except KafkaException:  # e.g. NOT_COORDINATOR while the group's coordinator loads
+            return False
         owned = {
             tp.partition
             for member in description.members
