@@ -1,6 +1,6 @@
 """Event-time backtest speed: rows/s of the engine through scoring, join and detection (training
-reported apart), beside batched scoring alone and the pure monitor core alone on the same
-history in the same process, and the peak RSS of the whole backtest.
+reported apart), beside each part of it timed alone on the same history in the same process
+(batched scoring; the monitor core, join and pipeline), and the peak RSS of the whole backtest.
 
 Each size runs in a fresh process (so its peak RSS is its own), on a generated history with an
 abrupt concept drift half-way and labels ~7 days late:
@@ -60,51 +60,6 @@ def make_history(rows: int, path: Path) -> Path:
     return path
 
 
-def alone(result: Any, history: pd.DataFrame, workdir: Path) -> dict[str, float]:
-    """Batched scoring, and the monitor core (join + DetectionPipeline), on the same rows."""
-    from datetime import timedelta as td
-
-    from loanstream.spec import load_spec
-    from loop.engine import moment
-    from loop.models import ModelStore
-    from loop.timeline import LabelSource, build_timeline
-    from monitor.join import Joiner
-    from monitor.pipeline import DetectionPipeline
-    from monitor.settings import MonitorSettings
-    from scorer.core import score_batch
-    from trainer.settings import TrainerSettings
-
-    spec = load_spec()
-    timeline = build_timeline(history, spec, 0.2, LabelSource())
-    settings = TrainerSettings(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", data_dir=workdir)
-    model = ModelStore(settings, spec, workdir).load("1")
-    n = len(timeline.app_ms)
-    apps = [timeline.applications(i, min(i + BATCH, n), spec) for i in range(0, n, BATCH)]
-    at = moment(int(timeline.app_ms[0]))
-    began = time.perf_counter()
-    predictions = [p for batch in apps for p in score_batch(model, batch, at, at, False)]
-    scoring_s = time.perf_counter() - began
-    outcomes = timeline.outcomes(0, len(timeline.outcome_ms), spec)
-    config = MonitorSettings(data_dir=workdir).pipeline()
-    pipeline = DetectionPipeline(settings.model_name, "1", model.reference, spec, config)
-    joiner = Joiner({}, {}, label_ttl=td(days=400), orphan_ttl=td(days=1))
-    began = time.perf_counter()
-    for start in range(0, n, BATCH):
-        batch = predictions[start : start + BATCH]
-        for p in batch:
-            joiner.on_prediction(p)
-        pipeline.on_prediction_batch(batch)
-    examples = []
-    for o in outcomes:
-        example = joiner.on_outcome(o, o.outcome_time)
-        if example is not None:
-            examples.append(example)
-    for start in range(0, len(examples), BATCH):
-        pipeline.on_labelled_batch(examples[start : start + BATCH])
-    monitor_s = time.perf_counter() - began
-    return {"scoring_rows_per_s": n / scoring_s, "monitor_core_rows_per_s": n / monitor_s}
-
-
 def child(history_path: Path, workdir: Path) -> None:
     """One backtest in this process; prints its figures as JSON on the last line."""
     import logging
@@ -142,8 +97,11 @@ def child(history_path: Path, workdir: Path) -> None:
         "retrains": len(result.summary()["retraining"]["attempts"]),
         "peak_rss_mib_backtest": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    figures |= alone(result, history, workdir)
-    figures["parts_s"] = parts(history_path, workdir)
+    split = parts(history_path, workdir)
+    monitor = ("join: predictions", "pipeline: predictions", "join: outcomes", "pipeline: labels")
+    figures["scoring_rows_per_s"] = split["rows"] / split["scoring"]
+    figures["monitor_core_rows_per_s"] = split["rows"] / sum(split[k] for k in monitor)
+    figures["parts_s"] = split
     print(json.dumps(figures))
 
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import pandas as pd
 from loanstream.errors import LoanStreamError
 from loanstream.retraining import Trigger
 from loanstream.spec import FeatureSpec
-from loop.engine import EventTimeLoop, LoopOptions, Periodic, Record, moment
+from loop.engine import EventTimeLoop, LoopOptions, Periodic, Record, decision_costs, moment
 from loop.models import ModelStore
 from loop.results import Baseline, predictions_frame, summarize
 from loop.timeline import LabelSource, Timeline, build_timeline
@@ -153,9 +153,22 @@ def trainer_settings(options: BacktestOptions, workdir: Path) -> TrainerSettings
     )
 
 
-def train_first_champion(
-    timeline: Timeline, spec: FeatureSpec, store: ModelStore
-) -> None:
+def store_with_champion(
+    timeline: Timeline,
+    spec: FeatureSpec,
+    options: BacktestOptions,
+    workdir: Path,
+    on_step: Callable[[str], None],
+) -> ModelStore:
+    """The MLflow store in ``workdir``, with the first champion trained if it has none yet."""
+    store = ModelStore(trainer_settings(options, workdir), spec, workdir / "model-cards", on_step)
+    if store.registry.champion() is None:
+        on_step("training the first champion")
+        train_first_champion(timeline, spec, store)
+    return store
+
+
+def train_first_champion(timeline: Timeline, spec: FeatureSpec, store: ModelStore) -> None:
     """v1, from the labelled rows of the training part."""
     train = timeline.train
     labels = pd.to_numeric(train[spec.target_column], errors="coerce")
@@ -188,15 +201,11 @@ def run_backtest(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="loanstream-backtest-"))
     workdir.mkdir(parents=True, exist_ok=True)
     timeline = timeline or build_timeline(frame, spec, options.train_fraction, options.labels)
-    settings = trainer_settings(options, workdir)
-    store = ModelStore(settings, spec, workdir / "model-cards", on_step)
-    if store.registry.champion() is None:
-        on_step("training the first champion")
-        train_first_champion(timeline, spec, store)
+    store = store_with_champion(timeline, spec, options, workdir, on_step)
     trigger, periodic = parse_policy(
-        options.policy, timedelta(days=settings.recent_window_days)
+        options.policy, timedelta(days=store.settings.recent_window_days)
     )
-    loop_options = LoopOptions(**{**_fields(options.loop), "periodic": periodic})
+    loop_options = replace(options.loop, periodic=periodic)
     monitor = MonitorSettings(data_dir=workdir, retrain_trigger=trigger)
     engine = EventTimeLoop(
         timeline,
@@ -233,10 +242,6 @@ def run_backtest(
     )
 
 
-def _fields(options: LoopOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in LoopOptions.__dataclass_fields__}
-
-
 def first_champion(
     timeline: Timeline, spec: FeatureSpec, record: Record, model: Any
 ) -> Baseline:
@@ -255,9 +260,7 @@ def first_champion(
                 scored = score_batch(model, apps, at, at, False)
                 probability[start:end] = [p.probability for p in scored]
                 decision[start:end] = [p.decision.value for p in scored]
-    bands = model.bands
-    costs = (bands.wrong_approval, bands.wrong_decline, bands.review)
-    return Baseline(probability, decision, costs)
+    return Baseline(probability, decision, decision_costs(model))
 
 
 def labelled_frame(predictions: pd.DataFrame, record: Record) -> pd.DataFrame:
@@ -301,10 +304,7 @@ def run_policies(
     timeline = build_timeline(frame, spec, options.train_fraction, options.labels)
     base = workdir / "first-champion"
     base.mkdir(parents=True, exist_ok=True)
-    store = ModelStore(trainer_settings(options, base), spec, base / "model-cards", on_step)
-    if store.registry.champion() is None:
-        on_step("training the first champion")
-        train_first_champion(timeline, spec, store)
+    store_with_champion(timeline, spec, options, base, on_step)
     results = {}
     for policy in policies:
         parse_policy(policy, timedelta(days=1))  # refuse a bad name before any run
@@ -320,7 +320,7 @@ def run_policies(
         results[policy] = run_backtest(
             frame,
             spec,
-            BacktestOptions(**{**asdict_shallow(options), "policy": policy}),
+            replace(options, policy=policy),
             manifest,
             own,
             lambda done, total, ms, p=policy: on_progress(p, done, total, ms),  # type: ignore[misc]
@@ -328,10 +328,6 @@ def run_policies(
             timeline,
         )
     return results
-
-
-def asdict_shallow(options: BacktestOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in BacktestOptions.__dataclass_fields__}
 
 
 def policy_table(results: Mapping[str, BacktestResult]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -14,6 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from loanstream.config import BrokerSettings
+
+if TYPE_CHECKING:  # the engine's imports wait until a backtest runs
+    from loop.backtest import BacktestOptions
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -176,14 +179,17 @@ def backtest(
 
 
 def run_engine_backtest(
-    file: Path, spec_path: Path | None, options: object, out: Path, policies: list[str] | None
+    file: Path,
+    spec_path: Path | None,
+    options: BacktestOptions,
+    out: Path,
+    policies: list[str] | None,
 ) -> None:
     from loanstream.spec import load_spec
-    from loop.backtest import BacktestOptions, policy_table, run_backtest, run_policies
+    from loop.backtest import policy_table, run_backtest, run_policies
     from loop.kafka_backtest import read_history
     from loop.progress import EngineProgress
 
-    assert isinstance(options, BacktestOptions)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     spec = load_spec(spec_path)
     history = read_history(file)

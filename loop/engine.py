@@ -40,7 +40,7 @@ from monitor.service import KEEP_VERSIONS, version_order
 from producer.selective import Fate, LabelsMode, Selection, fate_of
 from scorer.core import score_batch, typical_values
 from trainer.data import rows_to_train
-from trainer.service import Window, union_window
+from trainer.service import Window, rows_needed, union_window
 
 NEVER = np.iinfo(np.int64).max
 MS = 1000.0
@@ -99,12 +99,11 @@ class Attempt:
     """One retrain request through its wait, training and result."""
 
     number: int
-    request: RetrainRequest
+    requests: list[RetrainRequest]  # the one that opened it, then those merged while it waited
     requested_ms: int
     serving_at_request: str
-    window: Window
-    needed: int
-    covered: list[str] = field(default_factory=list)  # request ids merged into this one
+    min_rows: int  # the trainer's, for a training split
+    covered: list[str] = field(default_factory=list)  # ids merged into it or asked in flight
     started_ms: int | None = None
     done_ms: int | None = None
     rows: int = 0
@@ -115,6 +114,18 @@ class Attempt:
     champion_auc: float | None = None
     swap_ms: int | None = None
     outcome: str = "waiting for labelled rows"
+
+    @property
+    def request(self) -> RetrainRequest:
+        return self.requests[0]
+
+    @property
+    def window(self) -> Window:
+        return union_window(self.requests)
+
+    @property
+    def needed(self) -> int:
+        return rows_needed(self.requests, self.min_rows)
 
 
 @dataclass
@@ -180,7 +191,7 @@ class EventTimeLoop:
             np.full(n, -1, dtype=np.int32),
             np.full(n, np.nan),
             np.full(n, "", dtype=object),
-            {first.version: _costs(first)},
+            {first.version: decision_costs(first)},
             np.zeros(len(t.outcome_ms), dtype=np.int64),  # at most every outcome is joined
             np.zeros(len(t.outcome_ms), dtype=np.int64),
             [],
@@ -343,16 +354,16 @@ class EventTimeLoop:
             self.flight.covered.append(request.request_id)
             self.record.covered_requests += 1
             return
-        window = union_window([request])
-        needed = max(rows_to_train(self.store.settings.min_rows), request.min_rows or 0)
         if self.waiting is not None:
-            waiting = self.waiting
-            waiting.window = _union(waiting.window, window)
-            waiting.needed = max(waiting.needed, needed)
-            waiting.covered.append(request.request_id)
+            self.waiting.requests.append(request)
+            self.waiting.covered.append(request.request_id)
             return
         self.waiting = Attempt(
-            len(self.record.attempts) + 1, request, at_ms, self.serving, window, needed
+            len(self.record.attempts) + 1,
+            [request],
+            at_ms,
+            self.serving,
+            self.store.settings.min_rows,
         )
         self.record.attempts.append(self.waiting)
 
@@ -374,11 +385,11 @@ class EventTimeLoop:
         if waiting is None or self.flight is not None:
             return
         positions, label_ms = self._window_rows(waiting.window)
-        known = label_ms <= now_ms
-        if int(known.sum()) < waiting.needed:
+        known, needed = label_ms <= now_ms, waiting.needed
+        if int(known.sum()) < needed:
             return
         positions, label_ms = positions[known], label_ms[known]
-        started = max(waiting.requested_ms, int(label_ms[waiting.needed - 1]))
+        started = max(waiting.requested_ms, int(label_ms[needed - 1]))
         rows = np.sort(positions[label_ms <= started])
         waiting.started_ms, waiting.rows = started, int(rows.size)
         waiting.done_ms = started + _ms(self.options.training_latency)
@@ -394,11 +405,13 @@ class EventTimeLoop:
             waiting.promoted, waiting.reason = False, f"training failed: {err}"
             return
         waiting.version, waiting.promoted, waiting.reason = (
-            result.version,
+            result.version.version,
             result.promoted,
             result.reason,
         )
-        waiting.challenger_auc, waiting.champion_auc = result.challenger_auc, result.champion_auc
+        waiting.challenger_auc = float(result.version.metrics["auc"])
+        champion = result.champion_metrics
+        waiting.champion_auc = None if champion is None else float(champion["auc"])
 
     def _training_frame(self, positions: np.ndarray) -> pd.DataFrame:
         """The labelled rows as loan.labelled would give them to the trainer."""
@@ -430,7 +443,7 @@ class EventTimeLoop:
             model = self.store.load(flight.version)
             self.models[model.version] = model
             self.typical[model.version] = typical_values(model.reference)
-            self.record.costs[model.version] = _costs(model)
+            self.record.costs[model.version] = decision_costs(model)
             flight.swap_ms = at_ms + _ms(self.options.deploy_latency)
             flight.outcome = "promoted"
             self.swap = (flight.swap_ms, model.version)
@@ -474,20 +487,14 @@ class EventTimeLoop:
         )
 
 
-def _union(a: Window, b: Window) -> Window:
-    """The smallest window covering both (open-ended if either is)."""
-    start = None if a.start is None or b.start is None else min(a.start, b.start)
-    end = None if a.end is None or b.end is None else max(a.end, b.end)
-    return Window(start, end)
-
-
 def _ms(delta: timedelta) -> int:
     return round(delta.total_seconds() * MS)
 
 
-def _costs(model: LoadedModel) -> tuple[float, float, float]:
+def decision_costs(model: LoadedModel) -> tuple[float, float, float]:
+    """(wrong approval, wrong decline, review): the costs the model's decision bands are from."""
     bands = model.bands
     return (bands.wrong_approval, bands.wrong_decline, bands.review)
 
 
-__all__ = ["EventTimeLoop", "LoopOptions", "Periodic", "Record"]
+__all__ = ["EventTimeLoop", "LoopOptions", "Periodic", "Record", "decision_costs"]

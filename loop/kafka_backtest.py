@@ -2,15 +2,15 @@
 
 The default backtest runs on the event-time engine (``loop.engine``): deterministic, no broker.
 This path keeps the real processes in the loop, for a check of the services themselves; its
-positions depend on timing. The oldest share of the file trains the first champion; the rest
-is replayed as fast as possible
-in event-time order through the real scorer, monitor and trainer (processes, on a real broker).
-The run is read back from its topics and told as a risk team asks: when drift would have been
-detected, how many applications a stale model scored, and accuracy with automatic retraining
-beside the first champion scoring the same rows offline (without retraining).
+positions depend on timing. The oldest share of the file trains the first champion (the split of
+``loop.timeline``, as the engine cuts it); the rest is replayed as fast as possible in event-time
+order through the real scorer, monitor and trainer (processes, on a real broker). The run is
+read back from its topics and told as a risk team asks: when drift would have been detected, how
+many applications a stale model scored, and accuracy with automatic retraining beside the first
+champion scoring the same rows offline (without retraining).
 
-The pure parts (split, id -> position map, manifest shift, with/without comparison) are at the
-top; the orchestration reuses the demo's run (``loop.demo.Demo``).
+The pure parts (id -> position map, manifest shift, with/without comparison) are at the top;
+the orchestration reuses the demo's run (``loop.demo.Demo``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rich.table import Table
 from loanstream.errors import LoanStreamError
 from loanstream.spec import FeatureSpec, load_spec
 from loop.story import Labelled, LoopSummary
+from loop.timeline import Split, split_history
 
 logger = logging.getLogger(__name__)
 
@@ -41,45 +42,6 @@ THRESHOLD = 0.5  # predicted repaid when p >= 0.5, as monitor/performance.py cou
 
 
 # -- pure parts ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Split:
-    """The history cut by event time: ``train`` the oldest rows, ``replay`` the rest (both in
-    event-time order, index 0..n-1)."""
-
-    train: pd.DataFrame
-    replay: pd.DataFrame
-
-
-def event_order(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Rows in event-time order; ties keep the file's order."""
-    times = pd.to_datetime(frame[spec.event_time_column], utc=True, format="mixed")
-    order = np.argsort(times.to_numpy(), kind="stable")
-    return frame.iloc[order].reset_index(drop=True)
-
-
-def split_history(frame: pd.DataFrame, spec: FeatureSpec, train_fraction: float) -> Split:
-    """The oldest ``train_fraction`` of rows (by event time) trains; the rest is replayed.
-
-    >>> from loanstream.spec import load_spec
-    >>> f = pd.DataFrame({"applied_at": ["2025-01-03", "2025-01-01", "2025-01-02", "2025-01-04"],
-    ...                   "application_id": ["c", "a", "b", "d"]})
-    >>> s = split_history(f, load_spec(), 0.5)
-    >>> list(s.train.application_id), list(s.replay.application_id)
-    (['a', 'b'], ['c', 'd'])
-    """
-    if not 0 < train_fraction < 1:
-        raise LoanStreamError(f"--train-fraction must be within (0, 1), got {train_fraction}")
-    ordered = event_order(frame, spec)
-    cut = round(len(ordered) * train_fraction)
-    if cut == 0 or cut == len(ordered):
-        raise LoanStreamError(
-            f"a {train_fraction} share of {len(ordered):,} rows leaves nothing to train or replay"
-        )
-    return Split(
-        ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
-    )
-
-
 def positions_of(replay: pd.DataFrame, spec: FeatureSpec) -> dict[str, int]:
     """application id -> its position in the replayed part (event-time order).
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,22 +17,11 @@ import pandas as pd
 from loanstream.models import LoadedModel
 from loanstream.spec import FeatureSpec
 from scorer.watcher import load_compiled
-from trainer.pipeline import options_from, training_round
+from trainer.pipeline import RoundResult, options_from, training_round
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Round:
-    """One training round as the loop sees it."""
-
-    version: str
-    promoted: bool
-    reason: str
-    challenger_auc: float
-    champion_auc: float | None
 
 
 class ModelStore:
@@ -54,7 +42,9 @@ class ModelStore:
         self.rounds = 0
         self.seconds = 0.0  # spent training and loading (wall clock, for benchmarks only)
 
-    def train(self, frame: pd.DataFrame, tags: dict[str, str], drill: bool = False) -> Round:
+    def train(
+        self, frame: pd.DataFrame, tags: dict[str, str], drill: bool = False
+    ) -> RoundResult:
         """The trainer's training round on ``frame``: register, compare, promote or not
         (``drill``: on shuffled labels, a challenger meant to lose)."""
         self.rounds += 1
@@ -71,14 +61,7 @@ class ModelStore:
             on_step=self.on_step,
         )
         self.seconds += time.perf_counter() - began
-        champion = result.champion_metrics
-        return Round(
-            result.version.version,
-            result.promoted,
-            result.reason,
-            float(result.version.metrics["auc"]),
-            None if champion is None else float(champion["auc"]),
-        )
+        return result
 
     def load(self, version: str | None = None) -> LoadedModel:
         """``version`` (default: the champion), verified and compiled as the scorer does."""

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from loanstream.contracts import DriftSignal
-from loop.engine import Attempt, Known, Record, moment
+from loop.engine import Attempt, Known, Record, moment, ms_of
 from loop.measures import risk_measures
 from loop.timeline import LABEL_TIME, Timeline
 
@@ -74,8 +74,8 @@ def event_row(known: Known, timeline: Timeline, onset_ms: int | None) -> dict[st
         "statistic": e.statistic,
         "threshold": e.threshold,
         "p_value": e.p_value,
-        "evidence": at(timeline, _ms(e.first_event_time)),
-        "confirmed_on": at(timeline, _ms(e.confirmed_event_time)),
+        "evidence": at(timeline, ms_of(e.first_event_time)),
+        "confirmed_on": at(timeline, ms_of(e.confirmed_event_time)),
         "known": at(timeline, known.known_ms),
         "stream_positions": [e.first_position, e.confirmed_position],
         "false_alarm": onset_ms is not None and known.known_ms < onset_ms,
@@ -104,10 +104,6 @@ def attempt_row(a: Attempt, timeline: Timeline) -> dict[str, Any]:
         "serves_from": served_from(timeline, a.swap_ms),
         "covered_requests": len(a.covered),
     }
-
-
-def _ms(when: Any) -> int:
-    return round(when.timestamp() * 1000)
 
 
 def predictions_frame(
@@ -276,7 +272,7 @@ def _loop_moments(
             "detector": first.event.detector,
             "feature": first.event.feature,
         },
-        "first_evidence": at(timeline, _ms(first.event.first_event_time)) if first else None,
+        "first_evidence": at(timeline, ms_of(first.event.first_event_time)) if first else None,
         "confirmed": at(timeline, first.known_ms) if first else None,
         "retrain_requested": at(timeline, request.requested_ms) if request else None,
         "training_started": at(timeline, promoted.started_ms) if promoted else None,

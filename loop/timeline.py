@@ -154,28 +154,58 @@ def label_times(frame: pd.DataFrame, spec: FeatureSpec, source: LabelSource) -> 
     return known.where(labels.isin([0, 1]))
 
 
+@dataclass(frozen=True)
+class Split:
+    """The history cut by event time: ``train`` the oldest rows, ``replay`` the rest (both in
+    event-time order, index 0..n-1)."""
+
+    train: pd.DataFrame
+    replay: pd.DataFrame
+
+
+def event_order(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Rows in event-time order; ties keep the file's order."""
+    times = pd.to_datetime(frame[spec.event_time_column], utc=True, format="mixed")
+    order = np.argsort(times.to_numpy(), kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def split_history(frame: pd.DataFrame, spec: FeatureSpec, train_fraction: float) -> Split:
+    """The oldest ``train_fraction`` of rows (by event time) trains; the rest is replayed.
+
+    >>> from loanstream.spec import load_spec
+    >>> f = pd.DataFrame({"applied_at": ["2025-01-03", "2025-01-01", "2025-01-02", "2025-01-04"],
+    ...                   "application_id": ["c", "a", "b", "d"]})
+    >>> s = split_history(f, load_spec(), 0.5)
+    >>> list(s.train.application_id), list(s.replay.application_id)
+    (['a', 'b'], ['c', 'd'])
+    """
+    if not 0 < train_fraction < 1:
+        raise LoanStreamError(f"--train-fraction must be within (0, 1), got {train_fraction}")
+    ordered = event_order(frame, spec)
+    cut = round(len(ordered) * train_fraction)
+    if cut == 0 or cut == len(ordered):
+        raise LoanStreamError(
+            f"a {train_fraction} share of {len(ordered):,} rows leaves nothing to train or replay"
+        )
+    return Split(
+        ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
+    )
+
+
 def build_timeline(
     history: pd.DataFrame, spec: FeatureSpec, train_fraction: float, source: LabelSource
 ) -> Timeline:
     """Check, order and cut the history; parse the applications as the scorer does."""
     if spec.target_column not in history:
         raise LoanStreamError(f"the history has no target column '{spec.target_column}'")
-    if not 0 < train_fraction < 1:
-        raise LoanStreamError(f"--train-fraction must be within (0, 1), got {train_fraction}")
     checked = check_frame(history, spec)
     good = checked.good
     good[LABEL_TIME] = label_times(good, spec, source)
-    order = np.argsort(good[spec.event_time_column].to_numpy(), kind="stable")
-    ordered = good.iloc[order].reset_index(drop=True)
-    if ordered[spec.id_column].duplicated().any():
+    if good[spec.id_column].duplicated().any():
         raise LoanStreamError("the history repeats application ids: each must be unique")
-    cut = round(len(ordered) * train_fraction)
-    if cut == 0 or cut == len(ordered):
-        raise LoanStreamError(
-            f"a {train_fraction} share of {len(ordered):,} rows leaves nothing to train or replay"
-        )
-    train = ordered.iloc[:cut].reset_index(drop=True)
-    replay = ordered.iloc[cut:].reset_index(drop=True)
+    split = split_history(good, spec, train_fraction)
+    train, replay = split.train, split.replay
     app_ms = replay[spec.event_time_column].to_numpy(dtype="datetime64[ms]").astype(np.int64)
     known = replay[LABEL_TIME].notna().to_numpy()
     label_ms = replay[LABEL_TIME].to_numpy(dtype="datetime64[ms]").astype(np.int64)

@@ -59,6 +59,13 @@ def union_window(requests: list[RetrainRequest]) -> Window:
     return Window(start, end)
 
 
+def rows_needed(requests: list[RetrainRequest], min_rows: int) -> int:
+    """Labelled rows a round on ``requests`` waits for: enough for a training split of
+    ``min_rows``, and at least what any request asks for itself (a retry asks for as many as
+    the round it follows had)."""
+    return max(rows_to_train(min_rows), *(r.min_rows or 0 for r in requests))
+
+
 class RetrainService:
     def __init__(
         self,
@@ -126,11 +133,10 @@ class RetrainService:
         return frame
 
     def wait_for_rows(
-        self, window: Window, stop: threading.Event, at_least: int = 0
+        self, window: Window, stop: threading.Event, needed: int
     ) -> pd.DataFrame | None:
-        """The window's rows once they are enough to train on (and ``at_least``), or whatever
-        the wait ends with; None if the service was stopped while it waited."""
-        needed = max(rows_to_train(self.settings.min_rows), at_least)
+        """The window's rows once there are ``needed`` of them, or whatever the wait ends with;
+        None if the service was stopped while it waited."""
         deadline = time.monotonic() + self.settings.wait_for_rows_s
         frame = self.window_frame(window)
         while len(frame) < needed and time.monotonic() < deadline:
@@ -155,8 +161,8 @@ class RetrainService:
         if not requests:
             return None
         try:
-            at_least = max(r.min_rows or 0 for r in requests)
-            frame = self.wait_for_rows(union_window(requests), stop or threading.Event(), at_least)
+            needed = rows_needed(requests, self.settings.min_rows)
+            frame = self.wait_for_rows(union_window(requests), stop or threading.Event(), needed)
         except LoanStreamError as err:
             self.metrics.rounds.labels("failed").inc()
             logger.error("retrain failed reading its rows: %s", err)

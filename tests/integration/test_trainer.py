@@ -3,6 +3,8 @@
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +63,30 @@ def send_labelled(kafka: KafkaSettings, labelled: pd.DataFrame, spec: FeatureSpe
             )
 
 
+@contextmanager
+def running(
+    kafka: KafkaSettings, spec: FeatureSpec, settings: TrainerSettings, registry: Registry
+) -> Iterator[tuple[threading.Thread, CollectorRegistry]]:
+    """The retrain service in a thread of its own, with fresh metrics; stopped on the way out."""
+    metrics = CollectorRegistry()
+    service = RetrainService(
+        kafka,
+        spec,
+        settings,
+        registry,
+        TrainerMetrics(metrics),
+        lambda update: publish(kafka, update),
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
+    worker.start()
+    try:
+        yield worker, metrics
+    finally:
+        stop.set()
+        worker.join(30)
+
+
 def test_a_retrain_request_registers_a_version_and_publishes_one_update(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
@@ -72,19 +98,8 @@ def test_a_retrain_request_registers_a_version_and_publishes_one_update(
     settings = TrainerSettings(
         data_dir=tmp_path, candidates=("logistic",), search_candidates=2, recent_window_days=3650
     )
-    registry, metrics_registry = Registry(settings), CollectorRegistry()
-    service = RetrainService(
-        kafka,
-        spec,
-        settings,
-        registry,
-        TrainerMetrics(metrics_registry),
-        lambda update: publish(kafka, update),
-    )
-    stop = threading.Event()
-    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
-    worker.start()
-    try:
+    registry = Registry(settings)
+    with running(kafka, spec, settings, registry) as (worker, metrics_registry):
 
         def request(reason: str) -> None:
             with IdempotentProducer(kafka) as producer:
@@ -126,9 +141,6 @@ def test_a_retrain_request_registers_a_version_and_publishes_one_update(
             value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "rejected"})
             == 0
         )
-    finally:
-        stop.set()
-        worker.join(30)
     assert not worker.is_alive()
     versions = registry.list_versions()
     assert [v["version"] for v in versions] == ["1"]
@@ -170,19 +182,7 @@ def test_a_request_for_a_new_regime_waits_until_enough_of_it_is_labelled(
         rows_poll_s=0.5,
     )
     send_labelled(kafka, labelled.iloc[:1500], spec)  # 500 rows since the onset
-    metrics_registry = CollectorRegistry()
-    service = RetrainService(
-        kafka,
-        spec,
-        settings,
-        Registry(settings),
-        TrainerMetrics(metrics_registry),
-        lambda update: publish(kafka, update),
-    )
-    stop = threading.Event()
-    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
-    worker.start()
-    try:
+    with running(kafka, spec, settings, Registry(settings)) as (_, metrics_registry):
         with IdempotentProducer(kafka) as producer:
             r = RetrainRequest(
                 request_id="r1",
@@ -205,9 +205,6 @@ def test_a_request_for_a_new_regime_waits_until_enough_of_it_is_labelled(
                 == 1
             )
         )
-    finally:
-        stop.set()
-        worker.join(30)
     assert value(metrics_registry, "loanstream_trainer_rows_missing", {}) == 0
     (run,) = Registry(settings).list_versions()
     in_window = int((labelled[spec.event_time_column].iloc[:2100] >= onset).sum())
@@ -253,20 +250,8 @@ def test_a_lost_round_is_asked_for_again_from_the_confirmation_and_then_promoted
         None,
     )
     send_labelled(kafka, frame, spec)
-    metrics_registry = CollectorRegistry()
-    service = RetrainService(
-        kafka,
-        spec,
-        settings,
-        registry,
-        TrainerMetrics(metrics_registry),
-        lambda update: publish(kafka, update),
-    )
-    stop = threading.Event()
-    worker = threading.Thread(target=service.run, args=(stop, f"g-{uuid.uuid4().hex}"))
-    worker.start()
     confirmed = world.event_time(5000)
-    try:
+    with running(kafka, spec, settings, registry) as (_, metrics_registry):
         with IdempotentProducer(kafka) as producer:
             r = RetrainRequest(
                 request_id="retrain-drift-7",
@@ -285,9 +270,6 @@ def test_a_lost_round_is_asked_for_again_from_the_confirmation_and_then_promoted
             ),
             timeout=240,
         )
-    finally:
-        stop.set()
-        worker.join(30)
     assert value(metrics_registry, "loanstream_trainer_retrains_total", {"result": "rejected"}) == 1
     requests = [
         RetrainRequest.from_json(m.value())
