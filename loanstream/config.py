@@ -46,6 +46,16 @@ class KafkaSettings(BaseSettings):
         description="messages a Faust stream holds before its fetcher pauses (Faust's 4,096 "
         "paused and resumed it every few batches: the scorer ran at 60% of this speed)",
     )
+    model_update_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of loan.model-updates: when set, the trainer signs each "
+        "ModelUpdate and the scorer and monitor ignore one without a valid signature",
+    )
+    dead_letter_raw: bool = Field(
+        default=False,
+        description="dead letters keep the raw value (its first 16 KiB), personal data included; "
+        "false: only its size and sha256",
+    )
     faust_prompt_delivery: bool = Field(
         default=True,
         description="Faust services hand each fetched message to their streams without the four "

@@ -20,12 +20,22 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
+
+from loanstream.deadletters import (
+    KEY_LIMIT,
+    NAME_CHARS,
+    RAW_VALUE_LIMIT,
+    cut,
+    error_text,
+    field_paths,
+)
 
 SCHEMA_VERSION = 1
 
@@ -206,7 +216,9 @@ class RetrainRequest(Contract):
 
 
 class ModelUpdate(Contract):
-    """A newly promoted champion. The last value per model name is the current champion."""
+    """A champion was promoted: a prompt to look in the registry now, which alone decides what
+    serves (its alias and the sha256 it recorded). The fields name what the trainer promoted,
+    for people and for the story of a run; no service loads what a message names."""
 
     model_name: str
     version: str
@@ -215,18 +227,49 @@ class ModelUpdate(Contract):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     metrics: dict[str, float] = Field(default_factory=dict)
     promoted_at: AwareDatetime = Field(default_factory=utcnow)
+    signature: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA256 of the update without it (loanstream.signing), when keyed",
+    )
 
 
 class DeadLetter(Contract):
-    """A message a consumer could not use, kept whole with the reason, so nothing is lost."""
+    """A message a consumer could not use: where it was, why, which fields failed, and what its
+    bytes were (size and sha256), so it can be found and told apart without keeping it.
+
+    The raw value is dropped unless asked for (``raw``, from ``LOANSTREAM_KAFKA_DEAD_LETTER_RAW``):
+    it holds an applicant's personal data. Error texts are cut of the values they quote, and
+    every part is capped (:mod:`loanstream.deadletters`), so a dead letter can always be sent.
+    Letters written before these fields existed read as before (``value_b64`` and all).
+
+    >>> letter = DeadLetter.of(
+    ...     source_topic="loan.applications", partition=0, offset=7, key=b"a-1",
+    ...     value=b'{"income": 98765}', reason="out_of_range",
+    ...     error="features.income must be within [0, 50000], got 98765", service="scorer",
+    ... )
+    >>> letter.error, letter.value(), letter.value_bytes, letter.value_sha256[:12]
+    ('features.income must be within [0, 50000]', None, 17, '4e2d4cb49847')
+    """
 
     source_topic: str
     partition: int = Field(ge=-1)
     offset: int = Field(ge=-1)
     key_b64: str | None
-    value_b64: str | None
+    value_b64: str | None = Field(
+        default=None, description="the raw value (at most its first 16 KiB), only when asked for"
+    )
+    value_bytes: int | None = Field(default=None, ge=0, description="size of the raw value")
+    value_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole raw value"
+    )
+    field_paths: list[str] | None = Field(
+        default=None,
+        description="fields that failed validation (e.g. 'features.income'); None: not a "
+        "validation failure",
+    )
     reason: str = Field(description="short, low-cardinality code, e.g. 'invalid', 'oversize'")
-    error: str = Field(description="what was expected and what came")
+    error: str = Field(description="what was expected and what came (without the values)")
     service: str
     failed_at: AwareDatetime = Field(default_factory=utcnow)
 
@@ -240,21 +283,36 @@ class DeadLetter(Contract):
         key: bytes | None,
         value: bytes | None,
         reason: str,
-        error: str,
+        error: str | BaseException,
         service: str,
+        raw: bool = False,
     ) -> DeadLetter:
+        """The dead letter of the whole record ``value``; pass the exception itself as ``error``
+        so the failed field paths are kept (a string is redacted, but has none)."""
         return cls(
-            source_topic=source_topic,
+            source_topic=cut(source_topic, NAME_CHARS),
             partition=partition,
             offset=offset,
-            key_b64=None if key is None else base64.b64encode(key).decode(),
-            value_b64=None if value is None else base64.b64encode(value).decode(),
-            reason=reason,
-            error=error,
-            service=service,
+            key_b64=None if key is None else base64.b64encode(key[:KEY_LIMIT]).decode(),
+            value_b64=(
+                base64.b64encode(value[:RAW_VALUE_LIMIT]).decode()
+                if raw and value is not None
+                else None
+            ),
+            value_bytes=None if value is None else len(value),
+            value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+            field_paths=field_paths(error),
+            reason=cut(reason, NAME_CHARS),
+            error=error_text(error),
+            service=cut(service, NAME_CHARS),
         )
 
+    def key(self) -> bytes | None:
+        """The record's key (its first 1 KiB): also the key to send the dead letter under."""
+        return None if self.key_b64 is None else base64.b64decode(self.key_b64)
+
     def value(self) -> bytes | None:
+        """The raw value if it was kept (see ``value_bytes`` for how much of it), else None."""
         return None if self.value_b64 is None else base64.b64decode(self.value_b64)
 
 

@@ -81,8 +81,9 @@ class RejectionLog:
             reason=rejection.reason,
             error=rejection.error,
             service="replay",
+            raw=self.kafka.dead_letter_raw,
         )
-        self._dead.produce(self.kafka.topic(DEAD_LETTER), letter.key_b64, letter.to_json())
+        self._dead.produce(self.kafka.topic(DEAD_LETTER), letter.key(), letter.to_json())
 
     def close(self) -> None:
         self._file.close()

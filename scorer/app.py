@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -55,28 +54,21 @@ class BatchScorer:
         self.predictions = kafka.topic(PREDICTIONS)
         self.dead_letter = kafka.topic(DEAD_LETTER)
 
-    def dead(self, message: Any, reason: str, error: str) -> Outgoing:
+    def dead(self, message: Any, reason: str, error: str | Exception) -> Outgoing:
+        """The dead letter of an application (bounded, without its values: see DeadLetter)."""
         self.metrics.dead_letters.labels(reason).inc()
-        value = message.value
-        limit = self.settings.max_message_bytes
-        if value is not None and len(value) > limit:  # keep the dead letter itself sendable
-            error += (
-                f" (value kept to its first {limit} of {len(value)} bytes; sha256 "
-                f"{hashlib.sha256(value).hexdigest()})"
-            )
-            value = value[:limit]
-        key = message.key[:1024] if message.key else message.key
         letter = DeadLetter.of(
             source_topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=key,
-            value=value,
+            key=message.key,
+            value=message.value,
             reason=reason,
-            error=error[:4000],
+            error=error,
             service="scorer",
+            raw=self.kafka.dead_letter_raw,
         )
-        return (self.dead_letter, message.key, letter.to_json(), None)
+        return (self.dead_letter, letter.key(), letter.to_json(), None)
 
     def process(self, messages: list[Any]) -> list[Outgoing]:
         received = datetime.now(UTC)
@@ -88,9 +80,9 @@ class BatchScorer:
                 apps.append(self.validator.parse(message.value or b""))
                 sources.append(message)
             except InvalidRecord as err:
-                out.append(self.dead(message, err.reason, str(err)))
+                out.append(self.dead(message, err.reason, err))
             except Exception as err:  # a validator bug must not lose the record
-                out.append(self.dead(message, "internal", f"{type(err).__name__}: {err}"))
+                out.append(self.dead(message, "internal", err))
         if not apps:
             return out
         model, typical, swapped = self.holder.take()
@@ -107,9 +99,7 @@ class BatchScorer:
             )
         except Exception as err:
             logger.exception("scoring a batch of %d failed; dead-lettering it", len(apps))
-            return out + [
-                self.dead(m, "scoring_failed", f"{type(err).__name__}: {err}") for m in sources
-            ]
+            return out + [self.dead(m, "scoring_failed", err) for m in sources]
         self.metrics.model_seconds.observe(time.perf_counter() - began)
         self.metrics.batch_size.observe(len(apps))
         for decision, count in Counter(p.decision.value for p in predictions).items():

@@ -1,3 +1,4 @@
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -103,9 +104,10 @@ def test_every_contract_has_an_example_that_survives_a_json_round_trip() -> None
         assert type(example).from_json(data) == example
 
 
-def test_dead_letters_keep_the_raw_bytes() -> None:
+def test_dead_letters_keep_the_size_and_hash_of_the_raw_bytes_not_the_bytes() -> None:
     letter = DeadLetter.from_json(EXAMPLES[-1].to_json())
-    assert letter.value() == b"\xff not json"
+    assert (letter.key(), letter.value(), letter.value_bytes) == (b"a-1", None, 10)
+    assert letter.value_sha256 == hashlib.sha256(b"\xff not json").hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -127,9 +128,10 @@ def test_a_batch_of_hostile_records_becomes_predictions_and_dead_letters(
         "wrong_type",
         "malformed_json",
     ]
-    assert letters[2].error.startswith("message must be at most 4096 bytes, got 10000")
-    assert "value kept to its first 4096 of 10000 bytes" in letters[2].error
-    assert letters[0].value() == bad_json and letters[0].offset == 5
+    assert letters[2].error == "message must be at most 4096 bytes"
+    assert letters[2].value_bytes == 10000 and letters[2].value() is None
+    assert letters[0].value_sha256 == hashlib.sha256(bad_json).hexdigest()
+    assert letters[0].value() is None and letters[0].offset == 5
 
 
 def test_a_failing_model_dead_letters_the_batch_instead_of_losing_it(
