@@ -43,13 +43,12 @@ from loanstream.streams import Outgoing, Record, Sender, faust_app
 from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
 from monitor.service import BATCH, MonitorCore
 from monitor.settings import MonitorSettings
+from monitor.state import OFFSETS_HEADER, SavedState, StateWriter
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("pending-predictions", "orphan-outcomes")
 WITHIN_S = 0.05
-MAX_STATE_BYTES = 900 * 1024  # under the broker's default message size limit
-OFFSETS_HEADER = "source-offsets"  # on each snapshot: the source records it covers
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> last offset covered
 
@@ -151,9 +150,14 @@ def covered_offsets(kafka: KafkaSettings, app_id: str, timeout_s: float = 30.0) 
 
 
 def build_app(
-    kafka: KafkaSettings, settings: MonitorSettings, make_core: Any, partitions: int
+    kafka: KafkaSettings,
+    settings: MonitorSettings,
+    make_core: Any,
+    partitions: int,
+    saved: SavedState | None = None,
 ) -> tuple[faust.App, list[MonitorCore]]:
-    """The app, and (once built inside) the core that ``make_core(predictions, outcomes)`` makes."""
+    """The app, and (once built inside) the core that ``make_core(predictions, outcomes)`` makes;
+    ``saved`` is the state the core restored, which the next snapshots replace."""
     app = faust_app(
         kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
     )
@@ -174,7 +178,9 @@ def build_app(
     for table in tables:
         app.tables.add(table)
     core: MonitorCore = make_core(ByteKeys(tables[0]), ByteKeys(tables[1]))
-    state_topic = kafka.topic(MONITOR_STATE)
+    writer = StateWriter(kafka.topic(MONITOR_STATE), settings.app_id)
+    if saved is not None:
+        writer.resume(saved)
 
     def source(name: str) -> tuple[str, Any]:
         return name, app.topic(kafka.topic(name), key_serializer="raw", value_serializer="raw")
@@ -251,20 +257,18 @@ def build_app(
             if tick:
                 core.tick(datetime.now(UTC))
                 await submit([])  # what expired, before a snapshot that covers it
-            state = core.snapshot()
             offsets = orjson.dumps([[t, p, o] for (t, p), o in covered.items()])
-        if len(state) > MAX_STATE_BYTES:
-            raise ValueError(f"state snapshot of {len(state)} bytes is too large to send")
-        headers = [(OFFSETS_HEADER, offsets)]
-        await sender.send_all(
-            [Record(state_topic, settings.app_id.encode(), state, headers=headers)]
-        )
+            parts, manifest = writer.records(core.snapshot(), offsets)
+        await sender.send_all(parts)  # every part in Kafka before the manifest that names them
+        await sender.send_all([manifest])
+        writer.sent()
 
     @app.timer(interval=settings.state_every_s)
     async def housekeeping() -> None:
         try:
             await snapshot()
         except Exception:  # never let housekeeping stop the join; the next round tries again
+            core.metrics.snapshot_failures.inc()
             logger.exception("monitor housekeeping failed")
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

@@ -64,12 +64,13 @@ def monitor(
         core = MonitorCore(
             kafka, settings, feature_spec, metrics, watcher.references, predictions, outcomes
         )
-        if saved is not None:
-            console.print(f"detector state restored for versions {core.restore(saved)}")
+        restored = core.restore(saved)
+        if restored:
+            console.print(f"detector state restored for versions {restored}")
         return core
 
     partitions = kafka.partitions or 6
-    app, _ = build_app(kafka, settings, make_core, partitions)
+    app, _ = build_app(kafka, settings, make_core, partitions, saved)
     gc.collect()
     gc.freeze()
     run_worker(app, "loanstream monitor")

@@ -17,9 +17,7 @@ restarted on the still-tipping mix would confirm the same drift again.
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -28,6 +26,7 @@ from typing import Any, Protocol
 from river import drift
 from river.drift import binary
 
+from monitor import riverstate
 from monitor.settling import Settling
 
 LOG_LOSS_FLOOR = 1e-3
@@ -156,7 +155,7 @@ class ErrorDetector:
         self._count = 0  # values since the River detector last restarted (ADWIN's window)
         self._total = 0.0
         self._warning_since: int | None = None
-        self._checkpoints: list[bytes] = []  # the older, then the newer
+        self._checkpoints: list[dict[str, Any]] = []  # the older, then the newer
 
     def update(self, p: float, y: int) -> Alarm | None:
         """Feed one labelled event; an Alarm at a warning's onset or at a drift, else None."""
@@ -186,7 +185,7 @@ class ErrorDetector:
 
     def checkpoint(self) -> None:
         """Remember the current state, keeping the one remembered before it too."""
-        self._checkpoints = [*self._checkpoints[-1:], pickle.dumps(self._restartable())]
+        self._checkpoints = [*self._checkpoints[-1:], self._restartable()]
 
     def rewind(self) -> None:
         """Return to the older remembered state (or restart when none).
@@ -197,11 +196,19 @@ class ErrorDetector:
         if not self._checkpoints:
             self.reset()
             return
-        self._river, self._count, self._total = pickle.loads(self._checkpoints[0])
+        self._restart_from(self._checkpoints[0])
         self._warning_since = None
 
-    def _restartable(self) -> tuple[RiverDetector | None, int, float]:
-        return self._river, self._count, self._total
+    def _restartable(self) -> dict[str, Any]:
+        """The state a rewind returns to, as plain data (see monitor.riverstate)."""
+        river = None if self._river is None else riverstate.dump(self._river)
+        return {"river": river, "count": self._count, "total": self._total}
+
+    def _restart_from(self, state: Mapping[str, Any]) -> None:
+        river = state["river"]
+        template = KINDS[self.kind].factory(**self.params)
+        self._river = None if river is None else riverstate.load(template, river, self.name)
+        self._count, self._total = int(state["count"]), float(state["total"])
 
     def _build(self) -> RiverDetector:
         self._river = KINDS[self.kind].factory(**self.params)
@@ -220,10 +227,8 @@ class ErrorDetector:
         return Alarm(self.name, Level.DRIFT, position, since) if rising else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able state, so a restart resumes mid-drift instead of from scratch."""
-        # River objects are pickled: acceptable only because this state is our own, written to
-        # and read back from our own changelog topic; never load such a blob from elsewhere.
-        blobs = [pickle.dumps(self._restartable()), *self._checkpoints]
+        """Plain data (numbers, lists, strings), so a restart resumes mid-drift instead of from
+        scratch; see monitor.riverstate for why nothing here is pickled."""
         return {
             "kind": self.kind,
             "params": self.params,
@@ -231,19 +236,30 @@ class ErrorDetector:
             "name": self.name,
             "position": self._position,
             "warning_since": self._warning_since,
-            "pickles": [base64.b64encode(blob).decode("ascii") for blob in blobs],
+            "current": self._restartable(),
+            "checkpoints": self._checkpoints,
         }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> ErrorDetector:
-        detector = cls(
-            state["kind"], state["params"], encoding=state["encoding"], name=state["name"]
-        )
-        current, *checkpoints = [base64.b64decode(text) for text in state["pickles"]]
-        detector._river, detector._count, detector._total = pickle.loads(current)  # see to_dict
-        detector._checkpoints = checkpoints
-        detector._position = int(state["position"])
-        detector._warning_since = state["warning_since"]
+        """The detector ``to_dict`` described; StateError when the state does not fit."""
+        try:
+            detector = cls(
+                state["kind"], state["params"], encoding=state["encoding"], name=state["name"]
+            )
+            detector._restart_from(state["current"])
+            checkpoints = state["checkpoints"]
+            if not isinstance(checkpoints, list) or len(checkpoints) > 2:
+                raise riverstate.StateError("expected at most two checkpoints")
+            for checkpoint in checkpoints:  # each is read once here, so a rewind cannot fail
+                detector._restart_from(checkpoint)
+            detector._restart_from(state["current"])
+            detector._checkpoints = list(checkpoints)
+            detector._position = int(state["position"])
+            since = state["warning_since"]
+            detector._warning_since = None if since is None else int(since)
+        except (KeyError, TypeError, ValueError) as err:
+            raise riverstate.StateError(f"detector state does not fit: {err!r}") from None
         return detector
 
 

@@ -53,6 +53,17 @@ class MonitorMetrics:
             ["population"],
             registry=registry,
         )
+        self.state_unreadable = Counter(
+            "loanstream_monitor_state_unreadable_total",
+            "Saved detector states (a version's, or the whole manifest) that could not be used "
+            "at start: that part of the monitor started fresh",
+            registry=registry,
+        )
+        self.snapshot_failures = Counter(
+            "loanstream_monitor_snapshot_failures_total",
+            "Detector state snapshots that failed to be written (the next one tries again)",
+            registry=registry,
+        )
         self.unmonitored = Counter(
             "loanstream_monitor_unmonitored_total",
             "Events of a model version whose reference is not loaded (joined, not monitored)",

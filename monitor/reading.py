@@ -14,6 +14,7 @@ from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
 from loanstream.reading import read_topic
 from loanstream.topics import DRIFT_EVENTS, LABELLED, MONITOR_STATE
+from monitor.state import SavedState, read_saved
 
 COLUMNS = ("application_id", "event_time", "outcome_time", "probability", "decision")
 MORE = ("model_name", "model_version", "label")
@@ -71,12 +72,14 @@ def read_drift_events(kafka: KafkaSettings) -> list[DriftEvent]:
     return events
 
 
-def read_state(kafka: KafkaSettings, app_id: str) -> bytes | None:
-    """The newest snapshot this monitor app wrote to loan.monitor-state, if any."""
-    mine = read_topic(
+def read_state(kafka: KafkaSettings, app_id: str) -> SavedState:
+    """The newest snapshot this monitor app wrote to loan.monitor-state (see monitor.state)."""
+    latest: dict[bytes, bytes] = {}
+    for key, value in read_topic(
         kafka,
         kafka.topic(MONITOR_STATE),
         timeout_s=60,
-        parse=lambda key, value: value if key == app_id.encode() else None,
-    )
-    return mine[-1] if mine else None
+        parse=lambda key, value: (key, value) if key else None,
+    ):
+        latest[key] = value  # b"": a tombstone
+    return read_saved(latest, app_id)

@@ -17,12 +17,10 @@ joined (its labelled example is not lost) but not monitored.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
@@ -34,6 +32,7 @@ from monitor.join import Joiner
 from monitor.metrics import MonitorMetrics
 from monitor.pipeline import DetectionPipeline, Detections
 from monitor.settings import MonitorSettings
+from monitor.state import SavedState
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ Source = tuple[str, int, int]  # topic, partition, offset of a record
 Held = tuple[Any, bytes | None, Source]
 BATCH = 1000  # records the agents take at a time (at most), for `on_predictions`/`on_outcomes`
 KEEP_VERSIONS = 3  # pipelines kept for the newest model versions seen
-STATE_FORMAT = 1
 
 
 class MonitorCore:
@@ -71,6 +69,7 @@ class MonitorCore:
             name: kafka.topic(name) for name in (LABELLED, DRIFT_EVENTS, RETRAIN_REQUESTS)
         }
         self.dead_letter = kafka.topic(DEAD_LETTER)
+        self.dead_letter_raw = kafka.dead_letter_raw
         # The per-message counters, looked up once: labels() costs a microsecond per message.
         self._counted = {
             (kind, result): metrics.messages.labels(kind, result)
@@ -246,10 +245,11 @@ class MonitorCore:
             partition=partition,
             offset=offset,
             key=None,
-            value=(value or b"")[: 64 * 1024],
+            value=value,
             reason=reason,
-            error=f"{type(err).__name__}: {err}"[:4000],
+            error=err,
             service="monitor",
+            raw=self.dead_letter_raw,
         )
         return (self.dead_letter, None, letter.to_json(), None)
 
@@ -271,31 +271,31 @@ class MonitorCore:
                 for feature in check.features:
                     self.metrics.psi.labels(feature.feature).set(feature.psi)
 
-    def snapshot(self) -> bytes:
-        """Detector and window state of every pipeline, for loan.monitor-state (compressed:
-        the windows' histograms are mostly zeros; ~200 KB after 60,000 events over 42 days)."""
-        return zlib.compress(
-            orjson.dumps(
-                {
-                    "format": STATE_FORMAT,
-                    "app_id": self.settings.app_id,
-                    "pipelines": {v: p.to_dict() for v, p in self.pipelines.items()},
-                }
-            ),
-            6,
-        )
+    def snapshot(self) -> dict[str, Any]:
+        """Detector and window state of every pipeline, as plain data (see monitor.state)."""
+        return {version: p.to_dict() for version, p in self.pipelines.items()}
 
-    def restore(self, raw: bytes) -> list[str]:
-        """Pipelines from a snapshot, for the versions whose reference is known; their names."""
-        state = orjson.loads(zlib.decompress(raw))
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"monitor state format must be {STATE_FORMAT}")
-        for version, pipeline in state["pipelines"].items():
+    def restore(self, saved: SavedState) -> list[str]:
+        """Pipelines from a saved state, for the versions whose reference is known; their names.
+        A version whose state cannot be used is logged, counted, and starts fresh."""
+        unreadable = dict(saved.unreadable)
+        for version, state in saved.pipelines.items():
             reference = self.references.get(version)
-            if reference is not None:
+            if reference is None:
+                continue
+            try:
                 self.pipelines[version] = DetectionPipeline.from_dict(
-                    pipeline, reference, self.spec, self.settings.pipeline()
+                    state, reference, self.spec, self.settings.pipeline()
                 )
+            except Exception as err:  # forged or stale state: never a reason not to start
+                unreadable[version] = f"{type(err).__name__}: {str(err)[:300]}"
+        for version, reason in unreadable.items():
+            self.metrics.state_unreadable.inc()
+            logger.error(
+                "monitor state of %s is unreadable, starting it fresh: %s",
+                f"version {version}" if version else "every version",
+                reason,
+            )
         return sorted(self.pipelines)
 
 

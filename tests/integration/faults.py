@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ from loanstream.kafka.broker import free_port
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.spec import FeatureSpec
 from loanstream.topics import MONITOR_STATE, OUTCOMES
-from monitor.app import OFFSETS_HEADER
 from monitor.reading import read_state
+from monitor.state import OFFSETS_HEADER
 from producer.emitter import EmitSummary, Emitter, Pacing, outcome_messages
 from producer.generator import Generator
 from producer.live import CHUNK
@@ -296,9 +295,9 @@ def replay_pending(kafka: KafkaSettings, group: str, topic: str) -> bool:
 def snapshot_positions(kafka: KafkaSettings, app_id: str, version: str) -> dict[str, int]:
     """How many predictions and labelled examples the monitor's detectors of ``version`` have
     counted, by its newest snapshot (positions count from 0)."""
-    raw = read_state(kafka, app_id)
-    assert raw is not None, "no monitor snapshot"
-    positions = orjson.loads(zlib.decompress(raw))["pipelines"][version]["positions"]
+    saved = read_state(kafka, app_id)
+    assert version in saved.pipelines, f"no monitor snapshot of version {version}"
+    positions = saved.pipelines[version]["positions"]
     return {"predictions": positions["predictions"] + 1, "labelled": positions["labelled"] + 1}
 
 
