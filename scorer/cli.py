@@ -6,13 +6,15 @@ import gc
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from loanstream.config import kafka_settings
 from loanstream.errors import LoanStreamError
+from scorer.settings import ScorerSettings, is_loopback
 
 console = Console(soft_wrap=True)
 logger = logging.getLogger(__name__)
@@ -23,10 +25,24 @@ def scorer(
         Path | None, typer.Option("--spec", help="feature spec (default: loan)")
     ] = None,
     api_port: Annotated[int | None, typer.Option("--api-port", help="REST and /metrics")] = None,
+    api_host: Annotated[
+        str | None,
+        typer.Option(
+            "--api-host", help="address the REST API binds (default 127.0.0.1; others need a key)"
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="serve /v1/* without LOANSTREAM_SCORER_API_KEY on a host other than loopback",
+        ),
+    ] = False,
     no_api: Annotated[bool, typer.Option("--no-api", help="stream only")] = False,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
 ) -> None:
     """Score loan.applications into loan.predictions, hot-swapping to each new champion."""
+    settings = scorer_settings(api_port, api_host, insecure_no_auth, no_api)  # refuse first
     import uvicorn
     from prometheus_client import CollectorRegistry
 
@@ -37,12 +53,8 @@ def scorer(
     from scorer.app import BatchScorer, build_app
     from scorer.holder import ModelHolder
     from scorer.metrics import ScorerMetrics
-    from scorer.settings import ScorerSettings
     from scorer.watcher import ModelWatcher
 
-    settings = ScorerSettings()
-    if api_port is not None:
-        settings = settings.model_copy(update={"api_port": api_port})
     kafka = kafka_settings(bootstrap_servers)
     validator = ApplicationValidator(load_spec(spec), max_bytes=settings.max_message_bytes)
     holder, metrics = ModelHolder(), ScorerMetrics(CollectorRegistry())
@@ -58,10 +70,15 @@ def scorer(
             f"REST on http://{settings.api_host}:{settings.api_port} "
             "(/v1/score, /v1/model, /healthz, /readyz, /metrics, /docs)"
         )
+        if settings.api_key is None and not is_loopback(settings.api_host):
+            console.print(
+                f"[yellow]--insecure-no-auth: anyone who reaches {settings.api_host} can score "
+                "without a key[/]"
+            )
     if not holder.ready.wait(settings.model_wait_s):
         console.print(
             f"[yellow]no model yet after {settings.model_wait_s:.0f} s: applications "
-            "wait in Kafka until a champion is published on loan.model-updates[/]"
+            "wait in Kafka until the registry has a champion[/]"
         )
     else:
         model = holder.current
@@ -73,6 +90,35 @@ def scorer(
     gc.collect()
     gc.freeze()
     run_worker(app, "loanstream scorer")
+
+
+def scorer_settings(
+    api_port: int | None, api_host: str | None, insecure_no_auth: bool, no_api: bool
+) -> ScorerSettings:
+    """The environment's settings with the command line's over them, validated once together:
+    a bad key or an exposed API without one stops the scorer before it starts, not later."""
+    overrides: dict[str, Any] = {"api_port": None} if no_api else {}
+    if api_port is not None and not no_api:
+        overrides["api_port"] = api_port
+    if api_host is not None:
+        overrides["api_host"] = api_host
+    if insecure_no_auth:
+        overrides["api_insecure_no_auth"] = True
+    try:
+        return ScorerSettings(**overrides)
+    except ValidationError as err:
+        raise LoanStreamError(settings_problems(err)) from None
+
+
+def settings_problems(err: ValidationError) -> str:
+    """Each refused setting by its environment name, with the validator's own words."""
+    problems = []
+    for e in err.errors():
+        cause = e.get("ctx", {}).get("error")
+        message = str(cause) if isinstance(cause, ValueError) else e["msg"]
+        field = "_".join(str(part) for part in e["loc"]).upper()
+        problems.append(f"LOANSTREAM_SCORER_{field}: {message}" if field else message)
+    return "scorer settings refused: " + "; ".join(problems)
 
 
 def register(app: typer.Typer) -> None:
