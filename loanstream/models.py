@@ -108,6 +108,16 @@ class DecisionBands:
     wrong_decline: float
     review: float
 
+    def __post_init__(self) -> None:
+        low, high = self.decline_below, self.approve_from
+        if not (isinstance(low, int | float) and isinstance(high, int | float)):
+            raise ValueError(f"decision bands must be numbers, got {low!r} and {high!r}")
+        if not 0.0 <= low <= high <= 1.0:  # NaN fails too
+            raise ValueError(
+                "decision bands must satisfy 0 <= decline_below <= approve_from <= 1, got "
+                f"decline_below={low!r}, approve_from={high!r}"
+            )
+
     @classmethod
     def from_costs(
         cls, wrong_approval: float, wrong_decline: float, review: float
@@ -146,15 +156,77 @@ def download_and_load(
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         model, metadata = load_model_file(local, expected_sha256)
         sha = sha256_of(local / MODEL_FILE)
-    return LoadedModel(
-        model,
-        name,
-        version,
-        sha,
-        DecisionBands(**metadata["bands"]),
-        metadata["reference"],
-        list(metadata["feature_names"]),
+    try:
+        bands = DecisionBands(**metadata["bands"])
+        reference, features = metadata["reference"], list(metadata["feature_names"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelRejected(f"{name} v{version}: its metadata is unusable: {err}") from None
+    return LoadedModel(model, name, version, sha, bands, reference, features)
+
+
+CHAMPION_ALIAS = "champion"
+PROMOTED_BY_TAG = "promoted_by"  # "rollback" on a version `loanstream model rollback` brought back
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model version as the MLflow registry records it: the registry, not a message, says
+    which version is champion and what its file's sha256 must be."""
+
+    name: str
+    version: str
+    sha256: str
+    rollback: bool = False  # brought back by `loanstream model rollback`
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def newer_than(self, version: str | None) -> bool:
+        """True when this version is numbered after ``version`` (or there is none)."""
+        return version is None or _number(self.version) > _number(version)
+
+
+def _number(version: str) -> int:
+    return int(version) if version.isdigit() else -1
+
+
+def registry_client(tracking_uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def is_missing(err: Exception) -> bool:
+    """True when MLflow says the model or the alias does not exist (not: the store failed)."""
+    code = getattr(err, "error_code", "")
+    text = str(err)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
     )
+
+
+def registered(client: Any, name: str, version: str | None = None) -> RegisteredModel | None:
+    """``version`` of model ``name`` (default: its champion) as the registry records it; None
+    when there is no such model or no champion yet. Any other registry error is raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = (
+            client.get_model_version(name, version)
+            if version is not None
+            else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        )
+    except MlflowException as err:
+        if is_missing(err):
+            return None
+        raise
+    sha = found.tags.get("sha256", "")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelRejected(f"{name} v{found.version} has no sha256 recorded in the registry")
+    rollback = found.tags.get(PROMOTED_BY_TAG) == "rollback"
+    return RegisteredModel(name, str(found.version), sha, rollback)
 
 
 def repaid_probability(model: Any, frame: Any) -> np.ndarray:

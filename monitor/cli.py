@@ -49,16 +49,19 @@ def monitor(
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
         console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
-    watcher = ReferenceWatcher(kafka, settings.model_name, settings.resolved_tracking_uri())
+    saved = read_state(kafka, settings.app_id)
+    watcher = ReferenceWatcher(
+        kafka, settings.model_name, settings.resolved_tracking_uri(), settings.registry_poll_s
+    )
+    watcher.ensure(saved.pipelines)  # the versions the saved detectors watch, before they resume
     watcher.start()
     if watcher.ready.wait(settings.model_wait_s):
         console.print(f"monitoring {settings.model_name} v{watcher.current}")
     else:
         console.print(
             f"[yellow]no model after {settings.model_wait_s:.0f} s: joining without drift "
-            "monitoring until a champion is published on loan.model-updates[/]"
+            "monitoring until the registry has a champion[/]"
         )
-    saved = read_state(kafka, settings.app_id)
 
     def make_core(predictions: Any, outcomes: Any) -> MonitorCore:
         core = MonitorCore(

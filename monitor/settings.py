@@ -52,6 +52,12 @@ class MonitorSettings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, gt=1)
     max_poll_interval_s: float = Field(default=120.0, gt=1)
     model_wait_s: float = Field(default=120.0, gt=0)
+    registry_poll_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="ask the MLflow registry for the champion this often (and at once on a "
+        "ModelUpdate)",
+    )
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"

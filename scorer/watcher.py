@@ -1,8 +1,14 @@
-"""Follow the compacted loan.model-updates topic and load each new champion in the background.
+"""Load the registry's champion in the background, and a new one whenever it changes.
 
-Every scorer worker reads the whole topic (no consumer group: each must see every update), from
-the beginning, so on start the last value is the current champion. A load that fails (MLflow
-unreachable, sha256 mismatch, untrusted type) keeps the old model, is counted and logged.
+The MLflow registry alone decides what serves: the watcher asks it for the ``champion`` alias
+of the configured model name and loads that version verified against the sha256 the registry
+recorded. It looks at start, every ``registry_poll_s``, and at once when a ModelUpdate of its
+model name arrives on loan.model-updates (signed, when a key is set): a message says "look now",
+never what to load. A version numbered before the one serving is refused unless
+``loanstream model rollback`` brought it back. A load that fails (MLflow unreachable, sha256
+mismatch, untrusted type, bad bands) keeps the old model, is counted and logged, and is tried
+again at the next look. If the watcher itself dies, it ends the scorer, which its supervisor
+restarts: a scorer that silently stops following the registry would serve a stale model.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -25,9 +32,16 @@ from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
-from loanstream.errors import LoanStreamError
 from loanstream.kafka.clients import arrived, whole_topic_reader
-from loanstream.models import LoadedModel, download_and_load, repaid_probability
+from loanstream.models import (
+    LoadedModel,
+    RegisteredModel,
+    download_and_load,
+    registered,
+    registry_client,
+    repaid_probability,
+)
+from loanstream.signing import verify_update
 from loanstream.topics import MODEL_UPDATES
 from scorer.compiled import CompiledModel, attribution_model, compile_model
 from scorer.core import typical_values
@@ -86,17 +100,12 @@ class Loader:
         )
         self._pool.submit(_imports).result(timeout=600)
 
-    def load(self, update: ModelUpdate, tracking_uri: str) -> LoadedModel:
+    def load(self, chosen: RegisteredModel, tracking_uri: str) -> LoadedModel:
         if self._pool is None:
             self.start()
         assert self._pool is not None
         future = self._pool.submit(
-            load_compiled,
-            update.model_uri,
-            tracking_uri,
-            update.sha256,
-            update.model_name,
-            update.version,
+            load_compiled, chosen.uri, tracking_uri, chosen.sha256, chosen.name, chosen.version
         )
         try:
             return future.result(timeout=600)
@@ -138,6 +147,13 @@ def quick_gil_switches(interval_s: float = 0.0005) -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+def end_process() -> None:
+    """Stop this process as a signal would (Faust shuts down, committing what it handled), and
+    for certain soon after."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    threading.Timer(30.0, os._exit, args=(70,)).start()
+
+
 class ModelWatcher(threading.Thread):
     def __init__(
         self,
@@ -145,75 +161,116 @@ class ModelWatcher(threading.Thread):
         settings: ScorerSettings,
         holder: ModelHolder,
         metrics: ScorerMetrics,
+        on_death: Callable[[], None] = end_process,
     ) -> None:
         super().__init__(name="model-watcher", daemon=True)
         self.kafka = kafka
         self.settings = settings
         self.holder = holder
         self.metrics = metrics
+        self.on_death = on_death
         self.stopping = threading.Event()
-        self.loaded_sha256: str | None = None
+        self.loaded: RegisteredModel | None = None
+        self.refused: set[str] = set()  # versions refused as downgrades, logged once each
         self.loader = Loader(settings.loader_niceness)
+        self._client: object | None = None
 
     def run(self) -> None:
+        try:
+            self._follow()
+        except Exception:
+            logger.exception("the model watcher died: ending the scorer, to be restarted")
+            self.on_death()
+            raise
+
+    def _follow(self) -> None:
         topic = self.kafka.topic(MODEL_UPDATES)
         consumer = whole_topic_reader(self.kafka, topic)
         try:
             self.loader.start()
+            next_look = 0.0
             while not self.stopping.is_set():
-                latest: ModelUpdate | None = None
-                for msg in arrived(consumer, 0.5):  # keep only the newest of a burst
+                prompted = False
+                for msg in arrived(consumer, 0.5):  # a burst of updates makes one look
                     if msg.error() is None:
-                        latest = self._parse(msg.value()) or latest
-                if latest is not None:
-                    self.load(latest)
-        except Exception:
-            logger.exception("model watcher stopped")
-            raise
+                        prompted = self.prompted(msg.value()) or prompted
+                if prompted or time.monotonic() >= next_look:
+                    next_look = time.monotonic() + self.settings.registry_poll_s
+                    self.look()
         finally:
             consumer.close()
             self.loader.close()
 
-    def _parse(self, value: bytes | None) -> ModelUpdate | None:
+    def prompted(self, value: bytes | None) -> bool:
+        """True when ``value`` is a (verified) ModelUpdate of this scorer's model name."""
         try:
             update = ModelUpdate.from_json(value or b"")
         except ValidationError as err:
             self.metrics.model_loads.labels("invalid_update").inc()
             logger.error("ignoring an invalid model update: %s", str(err)[:300])
-            return None
-        return update if update.model_name == self.settings.model_name else None
-
-    def load(self, update: ModelUpdate) -> None:
-        if update.sha256 == self.loaded_sha256:
-            return
-        logger.info("model update: %s v%s; loading it", update.model_name, update.version)
-        with self.metrics.model_loading.track_inprogress(), quick_gil_switches():
-            self._load(update)
-
-    def _load(self, update: ModelUpdate) -> None:
-        try:
-            model = self.loader.load(update, self.settings.resolved_tracking_uri())
-        except (LoanStreamError, OSError, KeyError) as err:
-            self.metrics.model_loads.labels("failed").inc()
+            return False
+        if update.model_name != self.settings.model_name:
+            return False
+        key = self.kafka.model_update_key
+        if not verify_update(update, key.get_secret_value() if key else None):
+            self.metrics.model_loads.labels("unsigned_update").inc()
             logger.error(
-                "keeping the current model: cannot load %s v%s: %s",
-                update.model_name,
-                update.version,
-                err,
+                "ignoring a model update for v%s without a valid signature", update.version[:40]
             )
+            return False
+        return True
+
+    def look(self) -> None:
+        """Load the registry's champion if it is not the model serving (and not a downgrade)."""
+        try:
+            if self._client is None:
+                self._client = registry_client(self.settings.resolved_tracking_uri())
+            champion = registered(self._client, self.settings.model_name)
+        except Exception as err:  # the registry is down or refuses: serve on, look again later
+            self.metrics.model_loads.labels("registry_error").inc()
+            logger.error("cannot read the registry: %s: %s", type(err).__name__, err)
             return
+        if champion is None or (self.loaded and champion.sha256 == self.loaded.sha256):
+            return
+        serving = self.loaded.version if self.loaded else None
+        if not champion.newer_than(serving) and not champion.rollback:
+            if champion.version not in self.refused:
+                self.refused.add(champion.version)
+                self.metrics.model_loads.labels("refused_downgrade").inc()
+                logger.error(
+                    "refusing %s v%s: it is older than v%s, serving, and no rollback brought it "
+                    "back (`loanstream model rollback`)",
+                    champion.name,
+                    champion.version,
+                    serving,
+                )
+            return
+        self.load(champion)
+
+    def load(self, chosen: RegisteredModel) -> None:
+        logger.info("champion in the registry: %s v%s; loading it", chosen.name, chosen.version)
+        with self.metrics.model_loading.track_inprogress(), quick_gil_switches():
+            self._load(chosen)
+
+    def _load(self, chosen: RegisteredModel) -> None:
+        try:
+            model = self.loader.load(chosen, self.settings.resolved_tracking_uri())
         except Exception as err:  # MLflow raises its own exception types
             self.metrics.model_loads.labels("failed").inc()
             logger.error(
                 "keeping the current model: cannot load %s v%s: %s: %s",
-                update.model_name,
-                update.version,
+                chosen.name,
+                chosen.version,
                 type(err).__name__,
                 err,
             )
             return
         warm_up(model)
-        self.loaded_sha256 = update.sha256
+        self.loaded = chosen
         self.metrics.model_loads.labels("loaded").inc()
         self.holder.offer(model)
+        self.metrics.model.info(
+            {"name": model.name, "version": model.version, "sha256": model.sha256}
+        )
+        self.metrics.ready.set(1)
         logger.info("loaded %s v%s; it scores from the next batch", model.name, model.version)

@@ -188,7 +188,12 @@ def test_hot_swap_under_two_thousand_per_second(
     # own; the load takes ~1 s. The update is read from MLflow now, not on the timer's thread,
     # which would hold the GIL of this process, and so its stream, while the swap happens.
     update = models.registry.version("2").update()
-    swap = threading.Timer(8.0, lambda: publish(kafka, update))
+
+    def promote_and_publish() -> None:  # as the trainer does: the registry decides, then a prompt
+        models.registry.promote("2", "hot swap test")
+        publish(kafka, update)
+
+    swap = threading.Timer(8.0, promote_and_publish)
     swap.start()
     sent: list[tuple[int, float]] = [(0, time.time())]  # (applications sent so far, when)
     produce_live(
