@@ -3,7 +3,8 @@
 A pure function of bytes: no Kafka here. Every failure becomes :class:`InvalidRecord` whose
 problems name the field, what was expected and what came, and whose ``reason`` is one of a
 few codes (``malformed_json``, ``missing_field``, ``unknown_field``, ``wrong_type``,
-``out_of_range``, ``non_finite``, ``invalid_value``, ``oversize``) fit for a metric label.
+``out_of_range``, ``non_finite``, ``invalid_value``, ``oversize``, ``time_out_of_bounds``)
+fit for a metric label.
 
 >>> from loanstream.spec import load_spec
 >>> v = ApplicationValidator(load_spec())
@@ -15,6 +16,7 @@ loanstream.errors.InvalidRecord: features.income is required but missing; ...
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -32,6 +34,7 @@ from pydantic_core import ErrorDetails
 from loanstream.contracts import ApplicationId, Contract, LoanApplication
 from loanstream.errors import InvalidRecord
 from loanstream.spec import CategoricalFeature, FeatureSpec, NumericFeature
+from loanstream.timebounds import TimeWindow
 
 DEFAULT_MAX_BYTES = 64 * 1024
 
@@ -103,9 +106,15 @@ def _feature_field(feature: NumericFeature | CategoricalFeature) -> tuple[Any, A
 class ApplicationValidator:
     """Parse and check :class:`LoanApplication` messages for one feature spec."""
 
-    def __init__(self, spec: FeatureSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        times: TimeWindow | None = None,
+    ) -> None:
         self.spec = spec
         self.max_bytes = max_bytes
+        self.times = times  # live services: event times must lie around the wall clock
 
     @cached_property
     def model(self) -> type[BaseModel]:
@@ -144,8 +153,9 @@ class ApplicationValidator:
             raise self._invalid(err) from None
         return self._application(checked)
 
-    @staticmethod
-    def _application(checked: Any) -> LoanApplication:
+    def _application(self, checked: Any) -> LoanApplication:
+        if self.times is not None:
+            self.times.check("event_time", checked.event_time, datetime.now(UTC))
         return LoanApplication.trusted(
             application_id=checked.application_id,
             event_time=checked.event_time,

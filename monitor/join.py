@@ -128,11 +128,15 @@ class Joiner:
         label_ttl: timedelta,
         orphan_ttl: timedelta,
         parsed_size: int = PARSED_PENDING,
+        clock_step: timedelta | None = None,
     ) -> None:
         self.predictions = predictions
         self.outcomes = outcomes
         self.label_ttl = label_ttl
         self.orphan_ttl = orphan_ttl
+        # The label clock moves at most this far per outcome, so one outcome dated far ahead
+        # (9999-12-31) cannot expire every prediction at once; None: no bound (backtests)
+        self.clock_step = clock_step
         self.parsed_size = parsed_size
         # A shortcut past Prediction.from_json for keys this joiner stored itself; oldest first.
         self._parsed: OrderedDict[str, Prediction] = OrderedDict()
@@ -182,7 +186,10 @@ class Joiner:
         key, outcome_time = fields["application_id"], fields["outcome_time"]
         clock = self.label_clock
         if clock is None or outcome_time > clock:
-            self.label_clock = outcome_time
+            step = self.clock_step
+            self.label_clock = (
+                outcome_time if step is None or clock is None else min(outcome_time, clock + step)
+            )
         stored = self.predictions.pop(key, None)
         if stored is not None:
             prediction = self._parsed.pop(key, None)

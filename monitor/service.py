@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, Decision, Outcome, Prediction
+from loanstream.errors import InvalidRecord
 from loanstream.spec import FeatureSpec
 from loanstream.streams import Outgoing
 from loanstream.topics import DEAD_LETTER, DRIFT_EVENTS, LABELLED, RETRAIN_REQUESTS
@@ -63,7 +64,9 @@ class MonitorCore:
             outcomes,
             label_ttl=timedelta(days=settings.label_ttl_days),
             orphan_ttl=timedelta(seconds=settings.orphan_ttl_s),
+            clock_step=timedelta(days=settings.label_clock_step_days),
         )
+        self.times = settings.time_window()
         self.pipelines: dict[str, DetectionPipeline] = {}
         self.topics = {
             name: kafka.topic(name) for name in (LABELLED, DRIFT_EVENTS, RETRAIN_REQUESTS)
@@ -94,9 +97,14 @@ class MonitorCore:
         out: list[Outgoing] = []
         fresh: dict[str, list[Held]] = {}
         joined: list[Held] = []
+        now = datetime.now(UTC)
         for value, source in messages:
             try:
                 prediction = Prediction.from_json(value or b"")
+                self.times.check("event_time", prediction.event_time, now)
+            except InvalidRecord as err:
+                out.append(self.dead_letter_of(value, source, "prediction", err.reason, err))
+                continue
             except (ValidationError, ValueError) as err:
                 letter = self.dead_letter_of(value, source, "prediction", "invalid_prediction", err)
                 out.append(letter)
@@ -128,6 +136,10 @@ class MonitorCore:
         for value, source in messages:
             try:
                 outcome = Outcome.from_json(value or b"")
+                self.times.check("outcome_time", outcome.outcome_time, now)
+            except InvalidRecord as err:
+                out.append(self.dead_letter_of(value, source, "outcome", err.reason, err))
+                continue
             except (ValidationError, ValueError) as err:
                 out.append(self.dead_letter_of(value, source, "outcome", "invalid_outcome", err))
                 continue
@@ -150,6 +162,16 @@ class MonitorCore:
         for held in joined:
             example = held[0]
             fields = vars(example)
+            if fields["outcome_time"] < fields["event_time"]:  # a label from before the loan
+                problem = InvalidRecord(
+                    [
+                        f"outcome_time {fields['outcome_time'].isoformat()} is before the "
+                        f"application's event_time {fields['event_time'].isoformat()}"
+                    ],
+                    "outcome_before_application",
+                )
+                out.append(self.dead_letter_of(held[1], held[2], record, problem.reason, problem))
+                continue
             population[fields["decision"]].inc()
             key, value = fields["application_id"].encode(), example.to_json()
             out.append((topic, key, value, fields["outcome_time"].timestamp()))

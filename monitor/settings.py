@@ -10,10 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loanstream.config import default_data_dir
 from loanstream.retraining import TRIGGER_SIGNALS, Trigger
+from loanstream.timebounds import TimeWindowSettings
 from monitor.pipeline import PipelineConfig
 
 
-class MonitorSettings(BaseSettings):
+class MonitorSettings(BaseSettings, TimeWindowSettings):
     model_config = SettingsConfigDict(env_prefix="LOANSTREAM_MONITOR_", extra="ignore")
 
     app_id: str = Field(default="loanstream-monitor", description="Faust app id = consumer group")
@@ -24,6 +25,12 @@ class MonitorSettings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     label_ttl_days: float = Field(
         default=400.0, gt=0, description="a prediction waits this long (event time) for a label"
+    )
+    label_clock_step_days: float = Field(
+        default=1.0,
+        gt=0,
+        description="the label clock moves at most this far per outcome (one outcome dated "
+        "9999-12-31 would otherwise expire every pending prediction)",
     )
     orphan_ttl_s: float = Field(
         default=600.0, gt=0, description="an outcome waits this long for its prediction"

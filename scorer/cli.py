@@ -56,7 +56,9 @@ def scorer(
     from scorer.watcher import ModelWatcher
 
     kafka = kafka_settings(bootstrap_servers)
-    validator = ApplicationValidator(load_spec(spec), max_bytes=settings.max_message_bytes)
+    validator = ApplicationValidator(
+        load_spec(spec), settings.max_message_bytes, settings.time_window()
+    )
     holder, metrics = ModelHolder(), ScorerMetrics(CollectorRegistry())
     watcher = ModelWatcher(kafka, settings, holder, metrics)
     watcher.start()

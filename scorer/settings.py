@@ -10,9 +10,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loanstream.config import default_data_dir
+from loanstream.timebounds import TimeWindowSettings
 
 
-class ScorerSettings(BaseSettings):
+class ScorerSettings(BaseSettings, TimeWindowSettings):
     model_config = SettingsConfigDict(env_prefix="LOANSTREAM_SCORER_", extra="ignore")
 
     app_id: str = Field(default="loanstream-scorer", description="Faust app id = consumer group")

@@ -183,3 +183,25 @@ def test_the_json_schema_carries_the_spec() -> None:
     assert features["properties"]["credit_score"]["maximum"] == 850
     assert set(features["required"]) == {f.name for f in SPEC.features if not f.nullable}
     assert features["additionalProperties"] is False
+
+
+def test_a_live_validator_refuses_event_times_far_from_its_clock() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from loanstream.timebounds import TimeWindow
+
+    live = ApplicationValidator(SPEC, times=TimeWindow(timedelta(days=3650), timedelta(days=1)))
+    good = envelope()
+    for when, refused in [
+        (datetime.now(UTC), False),
+        (datetime(9999, 12, 31, tzinfo=UTC), True),
+        (datetime(1900, 1, 1, tzinfo=UTC), True),
+    ]:
+        raw = json.dumps({**good, "event_time": when.isoformat()})
+        if refused:
+            with pytest.raises(InvalidRecord) as caught:
+                live.parse(raw)
+            assert caught.value.reason == "time_out_of_bounds"
+        else:
+            assert live.parse(raw).event_time == when
+        assert VALIDATOR.parse(raw).event_time == when  # a replay's validator has no window

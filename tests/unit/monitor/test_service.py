@@ -217,3 +217,50 @@ def test_a_batch_dead_letters_its_bad_records_and_a_failing_pipeline_loses_no_la
         "loanstream_monitor_unmonitored_total", {"kind": "prediction"}
     )
     assert unmonitored == 1.0
+
+
+def test_implausible_times_are_dead_lettered_and_cannot_move_the_label_clock(
+    tmp_path: Path,
+) -> None:
+    c = core(tmp_path)
+    now = datetime.now(UTC)
+    waiting = Prediction(
+        application_id="w1",
+        event_time=now - timedelta(days=1),
+        probability=0.8,
+        decision=Decision.APPROVE,
+        model_name="m",
+        model_version="1",
+        features={},
+        received_at=now,
+        scored_at=now,
+    )
+    assert c.on_prediction(waiting.to_json(), ("loan.predictions", 0, 1)) == []
+    c.on_outcome(
+        Outcome(application_id="x0", label=1, outcome_time=now).to_json(), ("loan.outcomes", 0, 0)
+    )
+    no_date = Outcome(application_id="x1", label=1, outcome_time=datetime(9999, 12, 31, tzinfo=UTC))
+    ((topic, _, value, _),) = c.on_outcome(no_date.to_json(), ("loan.outcomes", 0, 1))
+    letter = DeadLetter.from_json(value)
+    assert topic == DEAD_LETTER and letter.reason == "time_out_of_bounds"
+    assert "9999-12-31" in letter.error
+    future = waiting.model_copy(
+        update={"application_id": "f1", "event_time": now + timedelta(days=30)}
+    )
+    ((_, _, value, _),) = c.on_prediction(future.to_json(), ("loan.predictions", 0, 2))
+    assert DeadLetter.from_json(value).reason == "time_out_of_bounds"
+    c.tick(now)
+    assert "w1" in c.joiner.predictions  # still waiting for its label
+    early = Outcome(application_id="w1", label=0, outcome_time=now - timedelta(days=2))
+    ((topic, _, value, _),) = c.on_outcome(early.to_json(), ("loan.outcomes", 0, 2))
+    assert DeadLetter.from_json(value).reason == "outcome_before_application"
+
+
+def test_one_outcome_far_ahead_moves_the_label_clock_by_a_bounded_step() -> None:
+    from monitor.join import Joiner
+
+    joiner = Joiner({}, {}, timedelta(days=30), timedelta(hours=1), clock_step=timedelta(days=1))
+    joiner.on_outcome(Outcome(application_id="a", label=1, outcome_time=T0), T0)
+    far = Outcome(application_id="b", label=1, outcome_time=T0 + timedelta(days=400))
+    joiner.on_outcome(far, T0)
+    assert joiner.label_clock == T0 + timedelta(days=1)
