@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -55,8 +55,7 @@ def train(
 ) -> None:
     """Train, calibrate and register a model; promote it if it beats the champion."""
     from trainer.data import load_file, read_labelled
-    from trainer.pipeline import options_from, training_round
-    from trainer.pipeline import publish as publish_update
+    from trainer.pipeline import announce, options_from, training_round
     from trainer.registry import Registry
     from trainer.settings import TrainerSettings
 
@@ -66,12 +65,21 @@ def train(
     feature_spec = load_spec(spec)
     kafka = kafka_settings(bootstrap_servers)
     names = tuple(c.strip() for c in candidates.split(",") if c.strip())
+    published: list[bool] = []
     with progress_bar(console) as bar:
         if data is not None:
             reading = bar.add_task("reading", total=None)
             frame, dropped = load_file(data, feature_spec, lambda n: bar.advance(reading, n))
         else:
-            frame, dropped = read_labelled(kafka, feature_spec, as_utc(start), as_utc(end)), 0
+            frame = read_labelled(
+                kafka,
+                feature_spec,
+                as_utc(start),
+                as_utc(end),
+                settings.max_training_rows,
+                latest=datetime.now(UTC) + timedelta(days=settings.max_future_days),
+            )
+            dropped = 0
         steps = bar.add_task("training", total=2 * len(names) + 3)
 
         def step(text: str) -> None:
@@ -84,7 +92,9 @@ def train(
             settings,
             Registry(settings),
             options_from(settings, candidates=names, shuffle_labels=shuffle_labels),
-            (lambda update: publish_update(kafka, update)) if publish else None,
+            (lambda u: published.append(announce(kafka, u, settings.broker_check_s)))
+            if publish
+            else None,
             tags={"source": str(data) if data else "loan.labelled"},
             report_dir=report,
             on_step=step,
@@ -95,8 +105,20 @@ def train(
         f"{result.version.name} v{result.version.version}: AUC {metrics['auc']:.4f}, "
         f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}.\n"
         f"{'Promoted to champion' if result.promoted else 'Not promoted'}: {result.reason}"
-        f"{' (ModelUpdate published)' if result.promoted and publish else ''}.\n"
+        f"{announced(published, kafka.bootstrap_servers)}.\n"
         f"Model card: {result.report_dir / 'model_card.html'}"
+    )
+
+
+def announced(published: list[bool], servers: str) -> str:
+    """What became of the ModelUpdate of a promotion, for the command's last words."""
+    if not published:
+        return ""
+    if published[-1]:
+        return " (ModelUpdate published)"
+    return (
+        f" (no Kafka broker answered at {servers}, so no ModelUpdate was published: the "
+        "scorers will take the new champion from the registry when they next look)"
     )
 
 
@@ -130,27 +152,31 @@ def model_promote(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Make VERSION the champion (by hand) and announce it."""
-    from trainer.pipeline import publish as publish_update
-    from trainer.registry import Registry
+    from trainer.pipeline import announce
+    from trainer.registry import BY_CLI, Registry
     from trainer.settings import TrainerSettings
 
-    chosen = Registry(TrainerSettings()).promote(version, "promoted by hand")
-    if publish:
-        publish_update(kafka_settings(bootstrap_servers), chosen.update())
-    console.print(f"v{chosen.version} is champion{' (ModelUpdate published)' if publish else ''}")
+    settings = TrainerSettings()
+    chosen = Registry(settings).promote(version, "promoted by hand", BY_CLI)
+    kafka = kafka_settings(bootstrap_servers)
+    published = [announce(kafka, chosen.update(), settings.broker_check_s)] if publish else []
+    console.print(f"v{chosen.version} is champion{announced(published, kafka.bootstrap_servers)}")
 
 
 @model_app.command("rollback")
 def model_rollback(publish: PublishOpt = True, bootstrap_servers: BootstrapOpt = None) -> None:
     """Make the previous champion champion again, and announce it."""
-    from trainer.pipeline import publish as publish_update
+    from trainer.pipeline import announce
     from trainer.registry import Registry
     from trainer.settings import TrainerSettings
 
-    chosen = Registry(TrainerSettings()).rollback()
-    if publish:
-        publish_update(kafka_settings(bootstrap_servers), chosen.update())
-    console.print(f"rolled back: v{chosen.version} is champion")
+    settings = TrainerSettings()
+    chosen = Registry(settings).rollback()
+    kafka = kafka_settings(bootstrap_servers)
+    published = [announce(kafka, chosen.update(), settings.broker_check_s)] if publish else []
+    console.print(
+        f"rolled back: v{chosen.version} is champion{announced(published, kafka.bootstrap_servers)}"
+    )
 
 
 def trainer(

@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from loanstream.config import KafkaSettings
-from loanstream.errors import LoanStreamError
+from loanstream.errors import InvalidRecord, LoanStreamError
 from loanstream.files import read_chunks
 from loanstream.frames import check_frame, require_columns
 from loanstream.reading import read_topic
 from loanstream.spec import FeatureSpec
 from loanstream.topics import LABELLED
+from trainer.labelled import WindowRows
 
 logger = logging.getLogger(__name__)
 
@@ -94,39 +95,40 @@ def read_labelled(
     spec: FeatureSpec,
     start: datetime | None,
     end: datetime | None,
+    max_rows: int,
+    on_invalid: Callable[[bytes | None, bytes, InvalidRecord], None] | None = None,
+    latest: datetime | None = None,
     timeout_s: float = 60.0,
 ) -> pd.DataFrame:
-    """LabelledExamples whose event time is in [start, end), read from loan.labelled.
+    """The newest ``max_rows`` valid LabelledExamples whose event time is in [start, end), read
+    from loan.labelled; a record that breaks the contract or the spec, or is dated after
+    ``latest``, goes to ``on_invalid``.
 
     Records are stamped with their outcome time, which is never before the event time, so
     ``offsets_for_times(start)`` is a safe place to begin each partition: nothing before it can
-    belong to the window. Reading stops at the end offsets seen when the read began.
+    belong to the window. Reading stops at the end offsets seen when the read began. Memory
+    holds ``max_rows`` rows whatever the window: a larger window keeps its newest rows, the
+    most like what the model will score.
     """
     topic = kafka.topic(LABELLED)
     begin_ms = int(start.timestamp() * 1000) if start else 0
-    rows = [_row(r, spec) for r in read_topic(kafka, topic, begin_ms, timeout_s=timeout_s)]
-    frame = pd.DataFrame(
-        rows,
-        columns=[spec.id_column, spec.event_time_column, *spec.feature_names, spec.target_column],
-    )
-    times = pd.to_datetime(frame[spec.event_time_column], utc=True)
-    keep = pd.Series(True, index=frame.index)
-    if start is not None:
-        keep &= times >= pd.Timestamp(start)
-    if end is not None:
-        keep &= times < pd.Timestamp(end)
+    rows = WindowRows(spec, start, end, max_rows, on_invalid or _skip, latest)
+    read_topic(kafka, topic, begin_ms, timeout_s=timeout_s, parse=rows)
     logger.info(
-        "read %d labelled examples from %s (%d in the window)", len(frame), topic, int(keep.sum())
+        "read %d labelled examples in the window from %s (%d invalid, skipped)",
+        rows.in_window,
+        topic,
+        rows.invalid,
     )
-    return frame[keep].reset_index(drop=True)
+    if rows.dropped:
+        logger.warning(
+            "the window holds %d labelled rows, more than max_training_rows: training on the "
+            "newest %d",
+            rows.in_window,
+            max_rows,
+        )
+    return rows.frame()
 
 
-def _row(example: dict[str, object], spec: FeatureSpec) -> dict[str, object]:
-    features = example.get("features") or {}
-    assert isinstance(features, dict)
-    return {
-        spec.id_column: example["application_id"],
-        spec.event_time_column: example["event_time"],
-        **{name: features.get(name) for name in spec.feature_names},
-        spec.target_column: example["label"],
-    }
+def _skip(key: bytes | None, value: bytes, error: InvalidRecord) -> None:
+    logger.warning("skipped an invalid labelled example: %s", error.reason)

@@ -35,6 +35,13 @@ class TrainerMetrics:
             "Looks at a waiting retrain's window that found too few labelled rows",
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "loanstream_trainer_dead_letters_total",
+            "Records the trainer could not use, sent to the dead-letter topic, by source topic "
+            "and reason code",
+            ["source", "reason"],
+            registry=registry,
+        )
         self.champion = Gauge(
             "loanstream_trainer_champion_version",
             "Version of the current champion",

@@ -1,20 +1,34 @@
 """One training round: train, register, compare with the champion on the same newest holdout,
-promote or not (and say why), and publish a ModelUpdate on promotion."""
+promote or not (and say why), and publish a ModelUpdate on promotion.
+
+The champion is read from the registry before anything is trained: a registry that cannot say
+which model serves stops the round there (:class:`trainer.registry.RegistryError`), before
+minutes of training and before anything is registered or promoted.
+
+A ModelUpdate only prompts the services to look in the registry now, so a promotion stands
+without it: :func:`announce` publishes when a broker answers and otherwise says the scorers
+will find the champion when they next look. Every update is signed with the Kafka settings'
+``model_update_key`` when one is set."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.models import DecisionBands, repaid_probability
+from loanstream.signing import sign_update
 from loanstream.spec import FeatureSpec
 from loanstream.topics import MODEL_UPDATES
 from trainer.data import time_split
@@ -52,10 +66,47 @@ def options_from(settings: TrainerSettings, **overrides: object) -> TrainingOpti
     return TrainingOptions(**values)  # type: ignore[arg-type]
 
 
+def signed(kafka: KafkaSettings, update: ModelUpdate) -> ModelUpdate:
+    """``update`` signed with the settings' ``model_update_key`` (unchanged without a key)."""
+    key = kafka.model_update_key
+    return sign_update(update, key.get_secret_value() if key else None)
+
+
 def publish(kafka: KafkaSettings, update: ModelUpdate) -> None:
-    """Write the new champion to the compacted loan.model-updates topic, keyed by model name."""
+    """Write the new champion, signed, to the compacted loan.model-updates topic, keyed by
+    model name."""
     with IdempotentProducer(kafka) as producer:
-        producer.produce(kafka.topic(MODEL_UPDATES), update.model_name.encode(), update.to_json())
+        producer.produce(
+            kafka.topic(MODEL_UPDATES), update.model_name.encode(), signed(kafka, update).to_json()
+        )
+
+
+def broker_reachable(kafka: KafkaSettings, timeout_s: float) -> bool:
+    """Whether a broker answers a metadata request within ``timeout_s``, without librdkafka
+    printing a connection error per retry meanwhile (no broker is an answer here, not an error)."""
+    quiet: dict[str, Any] = {**kafka.confluent(), "log_level": 0, "error_cb": lambda err: None}
+    try:
+        AdminClient(quiet).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+def announce(kafka: KafkaSettings, update: ModelUpdate, timeout_s: float) -> bool:
+    """Publish ``update`` when a broker answers within ``timeout_s``; False when none does (the
+    champion is in the registry all the same: the scorers take it when they next look)."""
+    began = time.monotonic()
+    if not broker_reachable(kafka, timeout_s):
+        logger.warning(
+            "no Kafka broker answered at %s within %.0f s: ModelUpdate for %s v%s not published",
+            kafka.bootstrap_servers,
+            time.monotonic() - began,
+            update.model_name,
+            update.version,
+        )
+        return False
+    publish(kafka, update)
+    return True
 
 
 def training_round(
@@ -69,12 +120,13 @@ def training_round(
     report_dir: Path | None = None,
     on_step: Callable[[str], None] = lambda s: None,
 ) -> RoundResult:
+    registry.champion()  # a registry that cannot tell stops the round here, before training
     split = time_split(frame, spec)
     result = train(split, spec, options, on_step)
     on_step("registering in MLflow")
     version = registry.log(result, spec, split.train, tags or {})
     y_test = split.test[spec.target_column].to_numpy()
-    champion = registry.champion()
+    champion = registry.champion()  # again: it may have changed while this round trained
     champion_metrics = None
     if champion is not None:
         on_step(f"scoring champion v{champion.version} on the same holdout")

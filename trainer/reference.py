@@ -3,7 +3,8 @@
 The monitor compares live traffic with it (PSI, Wasserstein, missing rate), so it holds what
 those need: decile bin edges and shares, mean, standard deviation and a quantile sketch for
 numeric features; value shares for categoricals; the missing rate of each; and the same for the
-model's predicted probabilities.
+model's predicted probabilities. :func:`typical_rows` makes made-up applications from it, for
+the model's MLflow input example, which must not be an applicant's data.
 """
 
 from __future__ import annotations
@@ -62,3 +63,30 @@ def reference_profile(
         "features": features,
         "prediction": _numeric(np.asarray(probabilities, dtype=float)),
     }
+
+
+TYPICAL_QUANTILES = (25, 50, 75)
+
+
+def typical_rows(reference: dict[str, Any], spec: FeatureSpec) -> pd.DataFrame:
+    """Three made-up rows of the features: the 25th, 50th and 75th percentile of each numeric
+    feature (integers rounded), and the most, second and third most common category.
+
+    Each value is typical, no row is anyone's: the columns come from different applicants.
+    A feature the reference never saw takes the spec's minimum or first value.
+    """
+    columns: dict[str, list[Any]] = {}
+    for feature in spec.features:
+        profile = reference["features"].get(feature.name, {})
+        if isinstance(feature, CategoricalFeature):
+            shares = profile.get("shares") or {}
+            ranked = sorted(feature.values, key=lambda v: -float(shares.get(v, 0.0)))
+            columns[feature.name] = [ranked[i % len(ranked)] for i in range(3)]
+        elif "quantiles" in profile:
+            values = [float(profile["quantiles"][q]) for q in TYPICAL_QUANTILES]
+            columns[feature.name] = (
+                [round(v) for v in values] if feature.type == "integer" else values
+            )
+        else:
+            columns[feature.name] = [feature.min] * 3
+    return pd.DataFrame(columns, columns=spec.feature_names)

@@ -1,6 +1,12 @@
 """MLflow tracking and registry: log a training run with its artifacts, register the model
 (skops, explicit trusted types), manage the ``champion`` and ``challenger`` aliases, and load a
-version back only if its sha256 matches and it holds nothing outside the trusted types."""
+version back only if its sha256 matches and it holds nothing outside the trusted types.
+
+Promotion fails closed: only MLflow's answer that the model or its alias does not exist means
+"no champion"; any other failure to read the registry (a locked database, a server down) is a
+:class:`RegistryError`, and a round that meets one promotes nothing. Each promotion tags its
+version with who made it (``promoted_by``: trainer, cli or rollback), since the scorer takes a
+lower version than it serves only from a rollback."""
 
 from __future__ import annotations
 
@@ -26,12 +32,41 @@ from loanstream.models import (
     sha256_of,
 )
 from loanstream.spec import FeatureSpec
+from trainer.reference import typical_rows
 from trainer.settings import TrainerSettings
 from trainer.train import TrainingResult
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+PROMOTED_BY = "promoted_by"
+BY_TRAINER, BY_CLI, BY_ROLLBACK = "trainer", "cli", "rollback"
+
+
+class RegistryError(LoanStreamError):
+    """The registry did not answer (locked, unreachable, failing): nothing may be promoted on
+    what it would have said. A round that meets one is tried again later."""
+
+
+def is_absent(error: Exception, alias: str | None = None) -> bool:
+    """Whether ``error`` is MLflow saying the registered model (or its ``alias``) does not
+    exist, the one failure that means "none yet" rather than "cannot tell".
+
+    MLflow 3 raises RESOURCE_DOES_NOT_EXIST for a missing model, on a SQLite store and through
+    a tracking server alike; a missing alias is INVALID_PARAMETER_VALUE with the message
+    "Registered model alias <alias> not found." (``sqlalchemy_store.py``, ``file_store.py``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return False
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return (
+        alias is not None
+        and error.error_code == "INVALID_PARAMETER_VALUE"
+        and f"alias {alias} not found" in error.message
+    )
 
 
 @dataclass(frozen=True)
@@ -87,6 +122,15 @@ def requirements() -> list[str]:
     return [
         f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "pandas")
     ]
+
+
+def input_example(
+    reference: dict[str, Any], spec: FeatureSpec, sample: pd.DataFrame
+) -> pd.DataFrame:
+    """The model's MLflow input example: typical values, no applicant's row (MLflow keeps the
+    example with every version, readable by whoever reads the registry), with ``sample``'s
+    column types so that it matches the signature."""
+    return typical_rows(reference, spec).astype(sample.dtypes.to_dict())
 
 
 class Registry:
@@ -164,7 +208,7 @@ class Registry:
                 # it imports, 40 s of a retrain on this machine under load.
                 pip_requirements=requirements(),
                 signature=infer_signature(sample, result.model.predict_proba(sample)),
-                input_example=sample.iloc[:3],
+                input_example=input_example(result.reference, spec, sample),
                 metadata=metadata,
             )
             version = str(info.registered_model_version)
@@ -204,24 +248,43 @@ class Registry:
         )
 
     def champion(self) -> RegisteredVersion | None:
+        """The champion, None when there is none yet; :class:`RegistryError` when the registry
+        cannot tell (a promotion decided on "none" would skip the comparison)."""
         try:
             found = self.client.get_model_version_by_alias(self.settings.model_name, CHAMPION)
-        except Exception:  # no registered model or no alias yet
-            return None
-        return self.version(str(found.version))
+            if found is None:
+                raise RegistryError("the registry answered with no model version")
+            return self.version(str(found.version))
+        except RegistryError:
+            raise
+        except Exception as err:
+            if is_absent(err, CHAMPION):
+                return None
+            raise RegistryError(
+                f"cannot read the champion of {self.settings.model_name} from "
+                f"{self.settings.resolved_tracking_uri()}: {type(err).__name__}: {err}"
+            ) from err
 
-    def promote(self, version: str, reason: str) -> RegisteredVersion:
+    def promote(self, version: str, reason: str, by: str = BY_TRAINER) -> RegisteredVersion:
+        """Make ``version`` the champion, tagged with why and by whom (trainer, cli, rollback).
+
+        The tags are set before the alias moves: a scorer that sees the new champion reads
+        who promoted it, and a lower version is taken only from a rollback.
+        """
         client = self.client
         name = self.settings.model_name
         chosen = self.version(version)
+        tags = {
+            "champion_since": datetime.now(UTC).isoformat(),
+            "promotion_reason": reason,
+            PROMOTED_BY: by,
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, chosen.version, key, value)
         client.set_registered_model_alias(name, CHAMPION, chosen.version)
         aliases = client.get_registered_model(name).aliases
         if str(aliases.get(CHALLENGER)) == chosen.version:  # a challenger no more
             client.delete_registered_model_alias(name, CHALLENGER)
-        client.set_model_version_tag(
-            name, chosen.version, "champion_since", datetime.now(UTC).isoformat()
-        )
-        client.set_model_version_tag(name, chosen.version, "promotion_reason", reason)
         return chosen
 
     def rollback(self) -> RegisteredVersion:
@@ -236,7 +299,7 @@ class Registry:
             raise LoanStreamError("no earlier champion to roll back to")
         previous = max(earlier, key=lambda v: v["champion_since"])
         return self.promote(
-            previous["version"], f"rollback from {current.version if current else '-'}"
+            previous["version"], f"rollback from {current.version if current else '-'}", BY_ROLLBACK
         )
 
     def list_versions(self) -> list[dict[str, Any]]:
@@ -244,8 +307,10 @@ class Registry:
         name = self.settings.model_name
         try:
             aliases = client.get_registered_model(name).aliases
-        except Exception:
-            return []
+        except Exception as err:
+            if is_absent(err):
+                return []
+            raise RegistryError(f"cannot list the versions of {name}: {err}") from err
         rows = []
         for v in client.search_model_versions(f"name='{name}'"):
             run = client.get_run(v.run_id)

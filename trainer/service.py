@@ -5,6 +5,13 @@ together, and those that arrived before it finished are counted as covered by it
 again. A round trains on the window the requests name (the union of their windows) or, if none
 names one, on the newest ``recent_window_days`` of labelled event time.
 
+Nothing read can end the service. A request that is invalid, for another model, or names a
+window the trainer will not train on (:mod:`trainer.requests`) goes to the dead-letter topic with
+the reason; so does a labelled record that breaks the contract or the spec, once per process; so
+do the requests of a round that failed. A round the registry failed (it could not say which
+model is champion) is tried again ``registry_attempts`` times before its requests go there: a
+round never promotes on a registry it could not read. Every batch is committed once handled.
+
 A drift is confirmed a few hundred labelled rows after it began, far too few to train on: a
 request whose window is still short waits (up to ``wait_for_rows_s``) until enough outcomes of
 the new regime have been labelled. The request stays uncommitted meanwhile, so a trainer killed
@@ -13,50 +20,55 @@ while it waits reads it again.
 When a challenger asked for by a drift loses, the shared ``RetryPolicy`` asks again (a new
 request on loan.retrain-requests, read back like any other) with a window from the drift's
 confirmation on, once it holds as many labelled rows as the lost round had; attempts are bounded.
+
+At start, the champion in the registry and the last ModelUpdate are reconciled
+(:mod:`trainer.reconcile`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest
-from loanstream.errors import LoanStreamError
+from loanstream.errors import InvalidRecord, LoanStreamError
 from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
 from loanstream.retraining import RetryPolicy
 from loanstream.spec import FeatureSpec
-from loanstream.topics import DEAD_LETTER, RETRAIN_REQUESTS
+from loanstream.topics import DEAD_LETTER, LABELLED, RETRAIN_REQUESTS
 from trainer.data import read_labelled, rows_to_train
 from trainer.metrics import TrainerMetrics
 from trainer.pipeline import RoundResult, options_from, training_round
-from trainer.registry import Registry
+from trainer.reconcile import announcement, last_update
+from trainer.registry import Registry, RegistryError
+from trainer.requests import Window, bounded_window, refusal, union_window
 from trainer.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Received", "RetrainService", "Window", "rows_needed", "union_window"]
+
+LETTERED_LIMIT = 100_000
+"""Invalid labelled records remembered as already dead-lettered (each round reads its window
+again, and a waiting request every few seconds: one letter per record, not one per read)."""
+
 
 @dataclass(frozen=True)
-class Window:
-    start: datetime | None
-    end: datetime | None
+class Received:
+    """A request as read, with the message it came in: a round that fails dead-letters it."""
 
-
-def union_window(requests: list[RetrainRequest]) -> Window:
-    """The smallest window covering every request's; open-ended if any request is."""
-    starts = [r.window_start for r in requests]
-    ends = [r.window_end for r in requests]
-    start = None if any(s is None for s in starts) else min(s for s in starts if s)
-    end = None if any(e is None for e in ends) else max(e for e in ends if e)
-    return Window(start, end)
+    request: RetrainRequest
+    message: Message
 
 
 def rows_needed(requests: list[RetrainRequest], min_rows: int) -> int:
@@ -67,6 +79,8 @@ def rows_needed(requests: list[RetrainRequest], min_rows: int) -> int:
 
 
 class RetrainService:
+    """Reads retrain requests, trains on their window, dead-letters what it cannot use."""
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -75,42 +89,115 @@ class RetrainService:
         registry: Registry,
         metrics: TrainerMetrics,
         publisher: Callable[[ModelUpdate], None],
+        letters: Callable[[bytes | None, DeadLetter], None] | None = None,
     ) -> None:
+        """``letters(key, letter)`` receives each dead letter; by default it is produced to
+        loan.dead-letter."""
         self.kafka = kafka
         self.spec = spec
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
         self.publisher = publisher
+        self.letters = letters or self.send_letter
         self.last_round_end_ms = 0
         self.retry = RetryPolicy(settings.retry_attempts)
         self.retries: list[RetrainRequest] = []  # follow-ups of lost rounds, for run() to send
         self.rounds_started = 0
+        self.lettered: dict[bytes, None] = {}  # digests of labelled records already sent
+        self._producer: IdempotentProducer | None = None
 
-    def parse(self, messages: list[Message], dead: IdempotentProducer) -> list[RetrainRequest]:
-        requests = []
+    @property
+    def producer(self) -> IdempotentProducer:
+        if self._producer is None:
+            self._producer = IdempotentProducer(self.kafka)
+        return self._producer
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce, logging what Kafka refuses at once (a record too large, say): a record the
+        trainer cannot send must not end it."""
+        try:
+            self.producer.produce(topic, key, value)
+        except KafkaException as err:
+            logger.error("could not send a record to %s: %s", topic, err)
+
+    def send_letter(self, key: bytes | None, letter: DeadLetter) -> None:
+        self.send(self.kafka.topic(DEAD_LETTER), key, letter.to_json())
+
+    def dead_letter(
+        self,
+        source: str,
+        position: tuple[int, int],
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str | BaseException,
+    ) -> None:
+        """Send one record the trainer could not use to the dead-letter topic, with why.
+        ``source`` is the declared topic name; ``position`` (partition, offset), or (-1, -1).
+        An exception as ``error`` keeps the paths of the fields that failed."""
+        letter = DeadLetter.of(
+            source_topic=self.kafka.topic(source),
+            partition=position[0],
+            offset=position[1],
+            key=key,
+            value=value,
+            reason=reason,
+            error=error,
+            service="trainer",
+            raw=self.kafka.dead_letter_raw,
+        )
+        self.metrics.dead_letters.labels(source, reason).inc()
+        self.letters(key, letter)
+
+    def dead_letter_request(self, msg: Message, reason: str, error: str | BaseException) -> None:
+        logger.warning(
+            "retrain request refused (%s) topic=%s partition=%s offset=%s",
+            reason,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+        )
+        position = (msg.partition() or 0, msg.offset() or 0)
+        self.dead_letter(RETRAIN_REQUESTS, position, msg.key(), msg.value(), reason, error)
+
+    def labelled_invalid(self, key: bytes | None, value: bytes, error: InvalidRecord) -> None:
+        """Dead-letter an invalid loan.labelled record the first time this process reads it.
+        (The reader does not say where the record was: its key names it.)"""
+        digest = hashlib.sha256(b"%d:" % len(key or b"") + (key or b"") + value).digest()
+        if digest in self.lettered:
+            return
+        self.lettered[digest] = None
+        if len(self.lettered) > LETTERED_LIMIT:
+            del self.lettered[next(iter(self.lettered))]  # the oldest: it may be sent again
+        self.dead_letter(LABELLED, (-1, -1), key, value, error.reason, error)
+
+    def parse(self, messages: list[Message]) -> list[Received]:
+        """The requests of a batch to train on; the others are dead-lettered or, when a round
+        already covered them, counted."""
+        received = []
+        now = datetime.now(UTC)
         for msg in messages:
+            value = msg.value() or b""
+            if len(value) > self.settings.max_request_bytes:
+                self.metrics.requests.labels("invalid").inc()
+                self.dead_letter_request(
+                    msg,
+                    "oversize",
+                    f"a retrain request must be at most {self.settings.max_request_bytes} bytes, "
+                    f"got {len(value)}",
+                )
+                continue
             try:
-                request = RetrainRequest.from_json(msg.value() or b"")
+                request = RetrainRequest.from_json(value)
             except ValidationError as err:
                 self.metrics.requests.labels("invalid").inc()
-                logger.warning(
-                    "invalid retrain request topic=%s partition=%s offset=%s",
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                )
-                letter = DeadLetter.of(
-                    source_topic=msg.topic() or "",
-                    partition=msg.partition() or 0,
-                    offset=msg.offset() or 0,
-                    key=msg.key(),
-                    value=msg.value(),
-                    reason="invalid",
-                    error=str(err)[:2000],
-                    service="trainer",
-                )
-                dead.produce(self.kafka.topic(DEAD_LETTER), msg.key(), letter.to_json())
+                self.dead_letter_request(msg, "invalid", err)
+                continue
+            refused = refusal(request, self.settings, now)
+            if refused is not None:
+                self.metrics.requests.labels("refused").inc()
+                self.dead_letter_request(msg, refused.reason, refused.error)
                 continue
             # A follow-up of the retry policy is sent right after the round it follows, often
             # within the same millisecond: it is never covered by that round.
@@ -120,16 +207,28 @@ class RetrainService:
                     "request %s arrived during the last round: covered by it", request.request_id
                 )
                 continue
-            requests.append(request)
-        return requests
+            received.append(Received(request, msg))
+        return received
 
     def window_frame(self, window: Window) -> pd.DataFrame:
-        """The labelled rows a round trains on: the window's, or the newest recent_window_days."""
-        frame = read_labelled(self.kafka, self.spec, window.start, window.end)
-        if window.start is None and window.end is None and len(frame):
-            times = pd.to_datetime(frame[self.spec.event_time_column], utc=True)
-            recent = times >= times.max() - pd.Timedelta(days=self.settings.recent_window_days)
-            frame = frame[recent]
+        """The labelled rows a round trains on: at most ``max_training_rows``, the newest, of
+        at most ``max_window_days`` of event time (``recent_window_days`` when no end is named)."""
+        window = bounded_window(window, self.settings.max_window_days)
+        frame = read_labelled(
+            self.kafka,
+            self.spec,
+            window.start,
+            window.end,
+            self.settings.max_training_rows,
+            self.labelled_invalid,
+            datetime.now(UTC) + timedelta(days=self.settings.max_future_days),
+        )
+        if (window.start is None or window.end is None) and len(frame):
+            days = self.settings.max_window_days
+            if window.start is None and window.end is None:
+                days = min(days, self.settings.recent_window_days)
+            times = frame[self.spec.event_time_column]
+            frame = frame[times >= times.max() - pd.Timedelta(days=days)]
         return frame
 
     def wait_for_rows(
@@ -155,18 +254,58 @@ class RetrainService:
         return frame
 
     def handle(
-        self, requests: list[RetrainRequest], stop: threading.Event | None = None
+        self, received: list[Received], stop: threading.Event | None = None
     ) -> RoundResult | None:
-        """One training round for a batch of requests; failures are logged and counted."""
-        if not requests:
+        """One training round for a batch of requests. A round the registry failed is tried
+        again after ``registry_retry_s``; a round that fails for good dead-letters its requests.
+        None when no round ran to its end (failed, or stopped: then the batch is read again)."""
+        if not received:
             return None
-        try:
-            needed = rows_needed(requests, self.settings.min_rows)
-            frame = self.wait_for_rows(union_window(requests), stop or threading.Event(), needed)
-        except LoanStreamError as err:
-            self.metrics.rounds.labels("failed").inc()
-            logger.error("retrain failed reading its rows: %s", err)
-            return None
+        stop = stop or threading.Event()
+        for attempt in range(1, self.settings.registry_attempts + 1):
+            try:
+                return self.train_round([r.request for r in received], stop)
+            except RegistryError as err:
+                self.metrics.rounds.labels("failed").inc()
+                if attempt == self.settings.registry_attempts:
+                    logger.error("retrain failed: %s; its requests go to the dead letters", err)
+                    self.dead_letter_round(received, "registry_unavailable", str(err))
+                    return None
+                logger.warning(
+                    "retrain stopped, the registry did not answer (attempt %d of %d, again in "
+                    "%.0f s): %s",
+                    attempt,
+                    self.settings.registry_attempts,
+                    self.settings.registry_retry_s,
+                    err,
+                )
+                if stop.wait(self.settings.registry_retry_s):
+                    return None
+            except LoanStreamError as err:
+                self.metrics.rounds.labels("failed").inc()
+                logger.error("retrain failed: %s", err)
+                self.dead_letter_round(received, "round_failed", str(err))
+                return None
+            except Exception as err:  # a bug in one round must not end the service
+                self.metrics.rounds.labels("failed").inc()
+                logger.exception("retrain failed unexpectedly")
+                self.dead_letter_round(received, "round_failed", err)
+                return None
+        return None
+
+    def dead_letter_round(
+        self, received: list[Received], reason: str, error: str | BaseException
+    ) -> None:
+        self.metrics.requests.labels("failed").inc(len(received))
+        for r in received:
+            self.dead_letter_request(r.message, reason, error)
+
+    def train_round(
+        self, requests: list[RetrainRequest], stop: threading.Event
+    ) -> RoundResult | None:
+        """Wait for the rows, train, register, promote or not; None when stopped meanwhile."""
+        needed = rows_needed(requests, self.settings.min_rows)
+        frame = self.wait_for_rows(union_window(requests), stop, needed)
         if frame is None:
             return None  # stopped while waiting: the requests stay uncommitted, read again
         self.metrics.requests.labels("trained").inc(len(requests))
@@ -178,21 +317,13 @@ class RetrainService:
                 self.settings,
                 self.registry,
                 options_from(self.settings, shuffle_labels=self.drilled()),
-                self.publisher,
+                self.announce,
                 tags={
                     "requests": ",".join(r.request_id for r in requests)[:5000],
                     "reason": requests[0].reason[:500],
                 },
                 on_step=lambda step: logger.info("retrain: %s", step),
             )
-        except LoanStreamError as err:
-            self.metrics.rounds.labels("failed").inc()
-            logger.error("retrain failed: %s", err)
-            return None
-        except Exception:  # a bug in one round must not end the service: count it, keep serving
-            self.metrics.rounds.labels("failed").inc()
-            logger.exception("retrain failed unexpectedly")
-            return None
         finally:
             self.metrics.seconds.observe(time.monotonic() - began)
             self.last_round_end_ms = int(time.time() * 1000)
@@ -201,6 +332,42 @@ class RetrainService:
             self.metrics.champion.set(float(result.version.version))
         self.retries += self.follow_ups(requests, result.promoted, len(frame))
         return result
+
+    def announce(self, update: ModelUpdate) -> None:
+        """Publish a promotion; one that cannot be published still stands (the registry
+        decides), and the next start announces it again."""
+        try:
+            self.publisher(update)
+        except (LoanStreamError, KafkaException) as err:
+            logger.error(
+                "%s v%s is champion but its ModelUpdate was not published (%s): the scorers "
+                "take it from the registry when they next look",
+                update.model_name,
+                update.version,
+                err,
+            )
+
+    def reconcile(self) -> ModelUpdate | None:
+        """Announce the registry's champion when loan.model-updates last named another (a
+        promotion whose update was lost); what was announced, or None."""
+        try:
+            champion = self.registry.champion()
+            last = last_update(self.kafka, self.settings.model_name)
+        except (LoanStreamError, KafkaException) as err:
+            logger.warning("could not compare the champion with loan.model-updates: %s", err)
+            return None
+        update = announcement(champion, last)
+        if update is not None:
+            logger.info(
+                "loan.model-updates last named v%s, the registry's champion is v%s: announcing it",
+                last.version if last else "-",
+                update.version,
+            )
+            self.announce(update)
+            self.metrics.champion.set(float(update.version))
+        elif champion is not None:
+            self.metrics.champion.set(float(champion.version))
+        return update
 
     def drilled(self) -> bool:
         """Whether this round is one of the drill's deliberately losing ones."""
@@ -228,7 +395,7 @@ class RetrainService:
 
     def run(self, stop: threading.Event, group_id: str = "loanstream-trainer") -> None:
         topic = self.kafka.topic(RETRAIN_REQUESTS)
-        dead = IdempotentProducer(self.kafka)
+        self.reconcile()
         # A round may wait for rows and then train for minutes without polling: the group must
         # not count the trainer as dead meanwhile (librdkafka's default allows 5 minutes).
         overrides = {"max.poll.interval.ms": 3_600_000}
@@ -237,11 +404,23 @@ class RetrainService:
             for batch in consumer.batches(max_messages=100, timeout=1.0):
                 if stop.is_set():
                     break  # this batch stays uncommitted: the next start reads it again
-                self.handle(self.parse(batch, dead), stop)
+                self.handle(self.parse(batch), stop)
                 if stop.is_set():
                     break  # stopped mid-round or while waiting for rows: read again next start
                 for retry in self.retries:
-                    dead.produce(topic, retry.model_name.encode(), retry.to_json())
+                    self.send(topic, retry.model_name.encode(), retry.to_json())
                 self.retries.clear()
-                dead.poll(0)
-        dead.flush()
+                if self._producer is not None:
+                    self._producer.poll(0)  # serve delivery reports
+        self.flush()
+
+    def flush(self) -> None:
+        """Wait for what was produced, then let the producer go (a run is over); a failure is
+        logged, not raised."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.flush()
+        except LoanStreamError as err:
+            logger.error("not every dead letter or request was delivered: %s", err)

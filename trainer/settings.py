@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loanstream.config import default_data_dir
@@ -48,7 +48,54 @@ class TrainerSettings(BaseSettings):
         "challengers lose (to see the retry policy work)",
     )
     rows_poll_s: float = Field(default=5.0, gt=0, description="how often it looks again")
+    max_window_days: float = Field(
+        default=365.0,
+        gt=0,
+        description="longest event-time window a round trains on: a request naming a longer "
+        "one is refused, an open-ended one keeps the newest this many days",
+    )
+    max_future_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="a request whose window starts or ends further than this past now is "
+        "refused (clock skew allowed for, a far-future time is not)",
+    )
+    max_training_rows: int = Field(
+        default=500_000,
+        ge=1000,
+        description="labelled rows a round holds in memory at most: the newest of its window",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="a larger retrain request is refused unread"
+    )
+    registry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="tries of a round that failed because the registry did not answer, "
+        "before its requests go to the dead-letter topic",
+    )
+    registry_retry_s: float = Field(
+        default=30.0, ge=0, description="pause before a round the registry failed is tried again"
+    )
+    broker_check_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="how long `loanstream train` and `model promote|rollback` wait for a broker "
+        "before saying the scorers will find the champion in the registry",
+    )
     metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _rows_fit_in_memory(self) -> TrainerSettings:
+        from trainer.data import rows_to_train
+
+        if self.max_training_rows < rows_to_train(self.min_rows):
+            raise ValueError(
+                f"max_training_rows must hold a window of min_rows={self.min_rows} "
+                f"({rows_to_train(self.min_rows)} rows), got {self.max_training_rows}"
+            )
+        return self
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

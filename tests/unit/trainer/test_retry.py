@@ -79,10 +79,9 @@ def test_a_round_covers_the_requests_sent_during_it_but_never_its_own_follow_up(
     trainer = service(tmp_path)
     trainer.last_round_end_ms = 1_000
     read = trainer.parse(
-        [Message(request(), 1_000), Message(request(attempt=2), 1_000), Message(request(), 1_001)],
-        dead=None,  # type: ignore[arg-type]  # nothing here is invalid
+        [Message(request(), 1_000), Message(request(attempt=2), 1_000), Message(request(), 1_001)]
     )
-    assert [(r.attempt, r.request_id) for r in read] == [
+    assert [(r.request.attempt, r.request.request_id) for r in read] == [
         (2, "retrain-drift-1-attempt-2"),
         (1, "retrain-drift-1"),
     ]

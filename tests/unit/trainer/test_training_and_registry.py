@@ -1,8 +1,10 @@
 """Training on seeded data, and a real MLflow SQLite store in a temporary directory."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
@@ -13,7 +15,7 @@ from loanstream.models import ModelRejected, load_model_file, sha256_of
 from tests.trainer_data import history
 from trainer.data import labelled_frame, rows_to_train, time_split
 from trainer.pipeline import options_from, training_round
-from trainer.registry import Registry
+from trainer.registry import BY_CLI, Registry
 from trainer.settings import TrainerSettings
 from trainer.train import train
 
@@ -102,10 +104,32 @@ def test_register_promote_refuse_a_worse_challenger_and_load_verified(
     with pytest.raises(ModelRejected, match=r"sha256 is .* expected 0+: refusing to load it"):
         registry.load(first.version.version, expected_sha256="0" * 64)
 
-    registry.promote(worse.version.version, "by hand, for the rollback drill")
+    def promoted_by(version: str) -> str | None:
+        return registry.client.get_model_version(settings.model_name, version).tags.get(
+            "promoted_by"
+        )
+
+    assert promoted_by(first.version.version) == "trainer"
+    assert promoted_by(worse.version.version) is None
+    registry.promote(worse.version.version, "by hand, for the rollback drill", BY_CLI)
+    assert promoted_by(worse.version.version) == "cli"
     assert registry.champion().version == worse.version.version  # type: ignore[union-attr]
     assert registry.rollback().version == first.version.version
     assert registry.champion().version == first.version.version  # type: ignore[union-attr]
+    assert promoted_by(first.version.version) == "rollback"  # the scorer takes it though lower
+
+    example = stored_input_example(first.version.uri, tmp_path / "example")
+    assert list(example.columns) == spec.feature_names and len(example) == 3
+    assert example.merge(good[spec.feature_names], how="inner").empty  # no applicant's row
+
+
+def stored_input_example(uri: str, directory: Path) -> pd.DataFrame:
+    """The input example MLflow keeps with a registered model, as anyone reading it sees it."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(directory)))
+    example = json.loads((local / "input_example.json").read_text())
+    return pd.DataFrame(example["data"], columns=example["columns"])
 
 
 def test_a_model_file_with_an_untrusted_type_is_refused(tmp_path: Path) -> None:
