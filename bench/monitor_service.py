@@ -7,10 +7,10 @@ and their outcomes (the model is registered in a private MLflow store, so the mo
 with every detector), starts ``loanstream monitor`` and times how fast loan.labelled fills, from
 its first record to the last. The baseline, in the same run: the service core
 (``MonitorCore``: parse, join, detectors, metrics, JSON out) on the same bytes, in-process, with
-no Kafka. The difference is what Faust and the broker round trips cost. The service runs three
-times, on topics of its own each time: with Faust's own hand-over of fetched messages to the
-streams and its own take; with the prompt hand-over (loanstream.delivery); and with the bulk take
-as well (loanstream.bulk). Prints a table, writes out/bench-monitor-service.json.
+no Kafka. The difference is what Faust and the broker round trips cost. The service runs twice,
+on topics of its own each time: with Faust's own hand-over of fetched messages to the streams,
+and with the prompt hand-over (loanstream.delivery). Prints a table, writes
+out/bench-monitor-service.json.
 """
 
 from __future__ import annotations
@@ -100,10 +100,9 @@ def fill(kafka: KafkaSettings, events: Any, update: Any) -> None:
 
 
 # (row name, LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY): the service with each hand-over
-SERVICES = (  # (name, prompt hand-over, bulk take)
-    ("Faust service, Faust's own hand-over and take", "false", "false"),
-    ("Faust service, prompt hand-over, Faust's take (default)", "true", "false"),
-    ("Faust service, prompt hand-over, bulk take", "true", "true"),
+SERVICES = (
+    ("Faust service, Faust's own hand-over", "false"),
+    ("Faust service, prompt hand-over (default)", "true"),
 )
 
 
@@ -140,14 +139,13 @@ def main() -> None:
         began = time.perf_counter()
         run_service(events, 5000, core)
         core_rate = len(events.outcomes) / (time.perf_counter() - began)
-        for i, (name, prompt, bulk) in enumerate(SERVICES):
+        for i, (name, prompt) in enumerate(SERVICES):
             kafka = KafkaSettings(bootstrap_servers=info.bootstrap_servers, topic_prefix=f"b{i}.")
             fill(kafka, events, update)
             env = {
                 "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
                 "LOANSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
                 "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": prompt,
-                "LOANSTREAM_MONITOR_BULK_TAKE": bulk,
                 "LOANSTREAM_MONITOR_TRACKING_URI": uri,
                 "LOANSTREAM_MONITOR_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
                 "LOANSTREAM_MONITOR_DATA_DIR": str(root / f"monitor-{i}"),

@@ -37,7 +37,6 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from loanstream.bulk import bulk_take
 from loanstream.config import KafkaSettings
 from loanstream.streams import Outgoing, Record, Sender, faust_app
 from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
@@ -185,10 +184,31 @@ def build_app(
     def source(name: str) -> tuple[str, Any]:
         return name, app.topic(kafka.topic(name), key_serializer="raw", value_serializer="raw")
 
+    changes_sent: list[asyncio.Future[None] | None] = [None]  # the last batch's, handed over
+
     def submit(outgoing: list[Outgoing]) -> Coroutine[Any, Any, None]:
-        """Send the records and the tables' changes they come with; await their delivery."""
+        """Send the records now and, once Kafka has them, the tables' changes they come with,
+        after the changes of the batches before; await both. Kafka never has a change (a
+        joined prediction gone from its store) without the output that made it (its labelled
+        example): a monitor killed in between would find the outcome again and nothing to
+        join it with. Killed after the output, the next one joins it again (a duplicate)."""
         changes = [record for table in tables for record in table.changes()]
-        return sender.submit([*changes, *outgoing])
+        previous, handed = changes_sent[0], asyncio.get_running_loop().create_future()
+        changes_sent[0] = handed
+        delivered = sender.submit(outgoing)
+
+        async def then_the_changes() -> None:
+            try:
+                await delivered
+                if previous is not None:
+                    await previous
+                changes_delivered = sender.submit(changes)
+            finally:
+                if not handed.done():
+                    handed.set_result(None)
+            await changes_delivered
+
+        return then_the_changes()
 
     rebalanced = [True]
     restored = covered_offsets(kafka, settings.app_id)  # counted by the restored detectors
@@ -200,12 +220,8 @@ def build_app(
     sent = asyncio.Condition()
 
     async def consume(stream: Any, kind: str, handle: Any) -> None:
-        batches = (  # take_events acks a batch after this loop's body; bulk_take's are acked below
-            bulk_take(stream, BATCH, WITHIN_S)
-            if settings.bulk_take
-            else stream.take_events(BATCH, within=WITHIN_S)
-        )
-        async for events in batches:
+        # take_events acks a batch once this loop's body is done: its records are in Kafka
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
             async with handling:
                 if rebalanced[0]:  # agents resume only once the tables are recovered
                     rebalanced[0] = False
@@ -227,8 +243,6 @@ def build_app(
                 await delivered
                 for event in events:
                     covered[(event.message.topic, event.message.partition)] = event.message.offset
-                    if settings.bulk_take:  # in Kafka: its offset may be committed
-                        await stream.ack(event)
             finally:
                 async with sent:
                     in_flight[0] -= 1

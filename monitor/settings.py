@@ -51,11 +51,6 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
         default=2.0, gt=0, description="snapshot detector state (and refresh gauges) this often"
     )
     metrics_port: int | None = Field(default=8002, description="Prometheus /metrics; none: off")
-    bulk_take: bool = Field(
-        default=False,
-        description="take batches from the stream's queue at once (loanstream.bulk); off: in "
-        "one run of the SIGKILL fault test with it on, 73 outcomes were never labelled",
-    )
     session_timeout_s: float = Field(default=10.0, gt=1)
     max_poll_interval_s: float = Field(default=120.0, gt=1)
     model_wait_s: float = Field(default=120.0, gt=0)
