@@ -230,7 +230,10 @@ class ModelWatcher(threading.Thread):
             self.metrics.model_loads.labels("registry_error").inc()
             logger.error("cannot read the registry: %s: %s", type(err).__name__, err)
             return
-        if champion is None or (self.loaded and champion.sha256 == self.loaded.sha256):
+        loaded = self.loaded
+        if champion is None or (
+            loaded and (champion.version, champion.sha256) == (loaded.version, loaded.sha256)
+        ):
             return
         serving = self.loaded.version if self.loaded else None
         if not champion.newer_than(serving) and not champion.rollback:

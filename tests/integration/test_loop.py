@@ -96,3 +96,10 @@ def test_the_quick_demo_closes_the_loop(jars_dir: Path, tmp_path: Path) -> None:
     assert "<html" in (run / "report.html").read_text()[:500].lower()
     assert (run / "performance.png").stat().st_size > 10_000
     assert "stopped the broker" in demo.stdout
+    logs = sorted((run / "run" / "logs").glob("*.log"))
+    assert {log.stem for log in logs} >= {"scorer", "monitor", "trainer", "producer"}
+    for log in logs:  # a clean run leaves no traceback and no ERROR line in any service's log
+        text = log.read_text()
+        assert "Traceback" not in text, f"{log.name}: {text[-3000:]}"
+        errors = [line for line in text.splitlines() if "ERROR" in line]
+        assert not errors, f"{log.name}: " + "\n".join(errors[:20])
