@@ -5,13 +5,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every third-party package, pinned with its hashes (Python 3.11, Linux x86_64): dev.txt for the
+# venv and CI (runtime, the dev extra and the build backend), runtime.txt for the image, a subset
+# of dev.txt at the same versions. `make lock` regenerates both from pyproject.toml.
+DEV_LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
+LOCK_TOOL ?= /tmp/loanstream-lock-tool
+# `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release,
+# `LOCK_FLAGS='--upgrade-package mlflow'` one package; by default existing pins are kept.
+LOCK_FLAGS ?=
+COMPILE = $(LOCK_TOOL)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
 
-.PHONY: demo test lint tools clean
+.PHONY: demo test lint tools lock clean
 
-$(STAMP): pyproject.toml
+# The lock installs everything, hash-checked wheels only (a package that would need building
+# would fetch its build tools unhashed); the project itself adds no package (--no-deps) and builds
+# with the locked setuptools (--no-build-isolation), so nothing else is downloaded.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --only-binary :all: -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@# fails when pyproject.toml asks for a package or version that the lock lacks: run `make lock`
+	$(BIN)/pip check
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,6 +44,13 @@ lint: $(STAMP)
 tools:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+
+# Resolve pyproject.toml's dependencies (with the dev extra) and requirements/build.in again.
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install --quiet --require-hashes -r requirements/lock-tool.txt
+	$(COMPILE) $(LOCK_FLAGS) --extra dev -o $(DEV_LOCK) pyproject.toml requirements/build.in
+	$(COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml requirements/build.in
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
