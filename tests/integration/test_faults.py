@@ -57,6 +57,7 @@ from producer.metrics import ProducerMetrics
 from producer.outcomes import OUTCOME_TIME, LabelPolicy
 from producer.scenarios import load_scenario
 from producer.world import load_world
+from scorer.settings import ScorerSettings
 from tests.helpers import T0, sample_features
 from tests.integration.consume import read_all
 from tests.integration.faults import (
@@ -524,7 +525,8 @@ def test_hostile_messages_from_kcat_are_scored_or_dead_lettered(
 
     expected_ids: Counter[str] = Counter()
     expected_letters: dict[tuple[str, int, int], str] = {}
-    validator = ApplicationValidator(SPEC)  # the scorer's, with its 64 KiB limit
+    # the scorer's, with its 64 KiB limit and its window of plausible event times
+    validator = ApplicationValidator(SPEC, times=ScorerSettings().time_window())
     for m in read_all(kafka, kafka.topic(APPLICATIONS), len(applications) + 2, settle_s=2):
         try:
             expected_ids[validator.parse(m.value() or b"").application_id] += 1
@@ -535,7 +537,9 @@ def test_hostile_messages_from_kcat_are_scored_or_dead_lettered(
         for m in read_all(kafka, kafka.topic(name), len(sent[name]) + 2, settle_s=2):
             if refused(contract, m.value()):
                 where = (m.topic(), m.partition(), m.offset())
-                expected_letters[where] = reasons.get(name, "invalid")
+                too_long = len(m.value() or b"") > TrainerSettings().max_request_bytes
+                oversize = name == RETRAIN_REQUESTS and too_long  # refused unread
+                expected_letters[where] = "oversize" if oversize else reasons.get(name, "invalid")
     letters = {
         (d.source_topic, d.partition, d.offset): d
         for d in (
