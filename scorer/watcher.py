@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -59,6 +60,16 @@ def load_compiled(
 ) -> LoadedModel:
     """Download, verify, and compile (see scorer.compiled) the model."""
     return compile_model(download_and_load(model_uri, tracking_uri, expected_sha256, name, version))
+
+
+_clients: dict[str, Any] = {}  # in the loader process: one MLflow client per tracking URI
+
+
+def registry_champion(tracking_uri: str, name: str) -> RegisteredModel | None:
+    """In the loader process, where MLflow is imported already: the registry's champion."""
+    if tracking_uri not in _clients:
+        _clients[tracking_uri] = registry_client(tracking_uri)
+    return registered(_clients[tracking_uri], name)
 
 
 def _loader_started(niceness: int) -> None:
@@ -110,6 +121,18 @@ class Loader:
         try:
             return future.result(timeout=600)
         except BrokenProcessPool:  # the loader died (killed, out of memory): a new one next time
+            self.close()
+            raise
+
+    def champion(self, tracking_uri: str, name: str) -> RegisteredModel | None:
+        """The registry's champion, asked from the loader process: MLflow (seconds to import,
+        SQLAlchemy at every look) stays out of the scoring process and its GIL."""
+        if self._pool is None:
+            self.start()
+        assert self._pool is not None
+        try:
+            return self._pool.submit(registry_champion, tracking_uri, name).result(timeout=120)
+        except BrokenProcessPool:
             self.close()
             raise
 
@@ -173,7 +196,6 @@ class ModelWatcher(threading.Thread):
         self.loaded: RegisteredModel | None = None
         self.refused: set[str] = set()  # versions refused as downgrades, logged once each
         self.loader = Loader(settings.loader_niceness)
-        self._client: object | None = None
 
     def run(self) -> None:
         try:
@@ -223,9 +245,8 @@ class ModelWatcher(threading.Thread):
     def look(self) -> None:
         """Load the registry's champion if it is not the model serving (and not a downgrade)."""
         try:
-            if self._client is None:
-                self._client = registry_client(self.settings.resolved_tracking_uri())
-            champion = registered(self._client, self.settings.model_name)
+            uri = self.settings.resolved_tracking_uri()
+            champion = self.loader.champion(uri, self.settings.model_name)
         except Exception as err:  # the registry is down or refuses: serve on, look again later
             self.metrics.model_loads.labels("registry_error").inc()
             logger.error("cannot read the registry: %s: %s", type(err).__name__, err)

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
-from loanstream.models import LoadedModel, RegisteredModel
+from loanstream.models import LoadedModel, RegisteredModel, registered
 from loanstream.signing import sign_update
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
@@ -97,9 +97,11 @@ def watching(registry: Registry) -> tuple[ModelWatcher, list[str], ScorerMetrics
             loaded.append(chosen.version)
             return small_model(chosen.version)
 
+        def champion(self, tracking_uri: str, name: str) -> RegisteredModel | None:
+            return registered(registry, name)
+
     watcher = ModelWatcher(KafkaSettings(), ScorerSettings(), ModelHolder(), metrics)
     watcher.loader = Loader()  # type: ignore[assignment]
-    watcher._client = registry
     return watcher, loaded, metrics
 
 
