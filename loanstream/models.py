@@ -198,12 +198,24 @@ def registry_client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri)
 
 
-def is_missing(err: Exception) -> bool:
-    """True when MLflow says the model or the alias does not exist (not: the store failed)."""
-    code = getattr(err, "error_code", "")
-    text = str(err)
-    return code == "RESOURCE_DOES_NOT_EXIST" or (
-        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+def is_absent(error: Exception, alias: str | None = None) -> bool:
+    """Whether ``error`` is MLflow saying the registered model (or its ``alias``) does not
+    exist, the one failure that means "none yet" rather than "cannot tell".
+
+    MLflow 3 raises RESOURCE_DOES_NOT_EXIST for a missing model, on a SQLite store and through
+    a tracking server alike; a missing alias is INVALID_PARAMETER_VALUE with the message
+    "Registered model alias <alias> not found." (``sqlalchemy_store.py``, ``file_store.py``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return False
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return (
+        alias is not None
+        and error.error_code == "INVALID_PARAMETER_VALUE"
+        and f"alias {alias} not found" in error.message
     )
 
 
@@ -219,7 +231,7 @@ def registered(client: Any, name: str, version: str | None = None) -> Registered
             else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
         )
     except MlflowException as err:
-        if is_missing(err):
+        if is_absent(err, CHAMPION_ALIAS if version is None else None):
             return None
         raise
     sha = found.tags.get("sha256", "")

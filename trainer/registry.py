@@ -29,6 +29,7 @@ from loanstream.models import (
     TRUSTED_TYPES,
     LoadedModel,
     download_and_load,
+    is_absent,
     sha256_of,
 )
 from loanstream.spec import FeatureSpec
@@ -46,27 +47,6 @@ BY_TRAINER, BY_CLI, BY_ROLLBACK = "trainer", "cli", "rollback"
 class RegistryError(LoanStreamError):
     """The registry did not answer (locked, unreachable, failing): nothing may be promoted on
     what it would have said. A round that meets one is tried again later."""
-
-
-def is_absent(error: Exception, alias: str | None = None) -> bool:
-    """Whether ``error`` is MLflow saying the registered model (or its ``alias``) does not
-    exist, the one failure that means "none yet" rather than "cannot tell".
-
-    MLflow 3 raises RESOURCE_DOES_NOT_EXIST for a missing model, on a SQLite store and through
-    a tracking server alike; a missing alias is INVALID_PARAMETER_VALUE with the message
-    "Registered model alias <alias> not found." (``sqlalchemy_store.py``, ``file_store.py``).
-    """
-    from mlflow.exceptions import MlflowException
-
-    if not isinstance(error, MlflowException):
-        return False
-    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-        return True
-    return (
-        alias is not None
-        and error.error_code == "INVALID_PARAMETER_VALUE"
-        and f"alias {alias} not found" in error.message
-    )
 
 
 @dataclass(frozen=True)

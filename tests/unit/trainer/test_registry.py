@@ -11,11 +11,12 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from loanstream.contracts import ModelUpdate
+from loanstream.models import is_absent
 from tests.trainer_data import history
 from trainer.data import labelled_frame
 from trainer.pipeline import options_from, signed, training_round
 from trainer.reference import reference_profile, typical_rows
-from trainer.registry import Registry, RegistryError, input_example, is_absent
+from trainer.registry import Registry, RegistryError, input_example
 from trainer.settings import TrainerSettings
 
 FAST = {"candidates": ("logistic",), "search_candidates": 2}
