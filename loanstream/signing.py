@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from pydantic import ValidationError
+
 from loanstream.contracts import ModelUpdate
 
 
@@ -41,3 +43,16 @@ def verify_update(update: ModelUpdate, key: str | None) -> bool:
     if update.signature is None:
         return False
     return hmac.compare_digest(update.signature, _digest(update, key))
+
+
+def prompt(value: bytes | None, model_name: str, key: str | None) -> str:
+    """What a loan.model-updates record asks of a service that watches ``model_name``:
+    ``"look"`` (at the registry, now), or why not: ``"invalid"`` (not a ModelUpdate),
+    ``"other"`` (another model's) or ``"unsigned"`` (no valid signature while a key is set)."""
+    try:
+        update = ModelUpdate.from_json(value or b"")
+    except ValidationError:
+        return "invalid"
+    if update.model_name != model_name:
+        return "other"
+    return "look" if verify_update(update, key) else "unsigned"

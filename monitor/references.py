@@ -16,13 +16,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import ValidationError
-
 from loanstream.config import KafkaSettings
-from loanstream.contracts import ModelUpdate
 from loanstream.kafka.clients import arrived, whole_topic_reader
 from loanstream.models import RegisteredModel, download_and_load, registered, registry_client
-from loanstream.signing import verify_update
+from loanstream.signing import prompt
 from loanstream.topics import MODEL_UPDATES
 
 logger = logging.getLogger(__name__)
@@ -64,18 +61,11 @@ class ReferenceWatcher(threading.Thread):
 
     def prompted(self, value: bytes | None) -> bool:
         """True when ``value`` is a (verified) ModelUpdate of the monitored model name."""
-        try:
-            update = ModelUpdate.from_json(value or b"")
-        except ValidationError as err:
-            logger.error("ignoring an invalid model update: %s", str(err)[:300])
-            return False
         key = self.kafka.model_update_key
-        if update.model_name != self.model_name:
-            return False
-        if not verify_update(update, key.get_secret_value() if key else None):
-            logger.error("ignoring a model update without a valid signature")
-            return False
-        return True
+        asked = prompt(value, self.model_name, key.get_secret_value() if key else None)
+        if asked in ("invalid", "unsigned"):
+            logger.error("ignoring a model update: %s", asked)
+        return asked == "look"
 
     def look(self) -> None:
         """Load the reference of the registry's champion, if it is not loaded yet."""

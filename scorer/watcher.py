@@ -29,10 +29,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pandas as pd
-from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
-from loanstream.contracts import ModelUpdate
 from loanstream.kafka.clients import arrived, whole_topic_reader
 from loanstream.models import (
     LoadedModel,
@@ -42,7 +40,7 @@ from loanstream.models import (
     registry_client,
     repaid_probability,
 )
-from loanstream.signing import verify_update
+from loanstream.signing import prompt
 from loanstream.topics import MODEL_UPDATES
 from scorer.compiled import CompiledModel, attribution_model, compile_model
 from scorer.core import typical_values
@@ -225,22 +223,12 @@ class ModelWatcher(threading.Thread):
 
     def prompted(self, value: bytes | None) -> bool:
         """True when ``value`` is a (verified) ModelUpdate of this scorer's model name."""
-        try:
-            update = ModelUpdate.from_json(value or b"")
-        except ValidationError as err:
-            self.metrics.model_loads.labels("invalid_update").inc()
-            logger.error("ignoring an invalid model update: %s", str(err)[:300])
-            return False
-        if update.model_name != self.settings.model_name:
-            return False
         key = self.kafka.model_update_key
-        if not verify_update(update, key.get_secret_value() if key else None):
-            self.metrics.model_loads.labels("unsigned_update").inc()
-            logger.error(
-                "ignoring a model update for v%s without a valid signature", update.version[:40]
-            )
-            return False
-        return True
+        asked = prompt(value, self.settings.model_name, key.get_secret_value() if key else None)
+        if asked in ("invalid", "unsigned"):
+            self.metrics.model_loads.labels(f"{asked}_update").inc()
+            logger.error("ignoring a model update: %s", asked)
+        return asked == "look"
 
     def look(self) -> None:
         """Load the registry's champion if it is not the model serving (and not a downgrade)."""
