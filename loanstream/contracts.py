@@ -215,6 +215,34 @@ class RetrainRequest(Contract):
     requested_at: AwareDatetime = Field(default_factory=utcnow)
 
 
+class RetrainOutcome(StrEnum):
+    WAITING = "waiting"  # the round waits for labelled rows of the new regime
+    PROMOTED = "promoted"  # the challenger is the new champion
+    SHADOWING = "shadowing"  # the challenger scores live traffic in shadow before a verdict
+    KEPT_CHAMPION = "kept_champion"  # the challenger lost: the champion keeps serving
+    FAILED = "failed"  # the round did not finish (its requests went to the dead letters)
+
+
+class RetrainResult(Contract):
+    """How a retrain round on some requests ended, for people and for the alerts command.
+    Like ModelUpdate, it decides nothing: the registry alone says what serves."""
+
+    model_name: str
+    outcome: RetrainOutcome
+    reason: str = Field(max_length=2000)
+    request_ids: list[str] = Field(default_factory=list, max_length=1000)
+    drift_event_ids: list[str] = Field(default_factory=list, max_length=1000)
+    challenger_version: str | None = None
+    champion_version: str | None = Field(
+        default=None, description="the champion serving once the round ended"
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="the challenger's")
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
+    rows: int | None = Field(default=None, ge=0, description="labelled rows the round had")
+    rows_needed: int | None = Field(default=None, ge=0)
+    finished_at: AwareDatetime = Field(default_factory=utcnow)
+
+
 class ModelUpdate(Contract):
     """A champion was promoted: a prompt to look in the registry now, which alone decides what
     serves (its alias and the sha256 it recorded). The fields name what the trainer promoted,

@@ -27,6 +27,8 @@ RETRAIN_REQUESTS = "loan.retrain-requests"
 MODEL_UPDATES = "loan.model-updates"
 DEAD_LETTER = "loan.dead-letter"
 MONITOR_STATE = "loan.monitor-state"
+RETRAIN_RESULTS = "loan.retrain-results"
+SHADOW_PREDICTIONS = "loan.shadow-predictions"
 
 # Applications, predictions, outcomes and labelled examples are all keyed by application_id and
 # share one partition count, so the monitor's join sees an id's prediction and outcome together.
@@ -67,6 +69,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         BY_SIZE,
     ),
     TopicSpec(
+        SHADOW_PREDICTIONS,
+        KEYED_PARTITIONS,
+        "a challenger's probability per application, beside the champion's; decides nothing",
+        BY_SIZE,
+    ),
+    TopicSpec(
         OUTCOMES,
         KEYED_PARTITIONS,
         "late repayment outcomes (labels)",
@@ -86,6 +94,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         1,
         "debounced requests for a new model",
         {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        RETRAIN_RESULTS,
+        1,
+        "how each retrain round ended: promoted, champion kept and why, waiting for labels",
+        {"retention.ms": str(90 * DAY_MS)},
     ),
     TopicSpec(
         MODEL_UPDATES,

@@ -65,6 +65,7 @@ fi
 acl scorer literal topic "${P}loan.applications" Read
 acl scorer literal group "$SCORER_GROUP" Read
 acl scorer literal topic "${P}loan.predictions" Write
+acl scorer literal topic "${P}loan.shadow-predictions" Write  # a challenger's, beside
 acl scorer literal topic "${P}loan.dead-letter" Write
 acl scorer literal topic "${P}loan.model-updates" Read
 readers scorer whole-
@@ -75,6 +76,7 @@ readers scorer whole-
 # also checks the shape of every declared topic (Describe, DescribeConfigs: no data).
 acl monitor literal topic "${P}loan.predictions" Read
 acl monitor literal topic "${P}loan.outcomes" Read
+acl monitor literal topic "${P}loan.shadow-predictions" Read
 acl monitor literal group "$MONITOR_GROUP" Read
 acl monitor literal topic "${P}loan.labelled" Write Read  # Read: `loanstream report`
 acl monitor literal topic "${P}loan.drift-events" Write Read  # Read: `loanstream report`
@@ -96,6 +98,8 @@ acl trainer literal group "$TRAINER_GROUP" Read
 acl trainer literal topic "${P}loan.labelled" Read
 acl trainer literal topic "${P}loan.model-updates" Write Read
 acl trainer literal topic "${P}loan.dead-letter" Write
+acl trainer literal topic "${P}loan.retrain-results" Write
+acl trainer literal topic "${P}loan.shadow-predictions" Read  # the shadow verdict
 readers trainer whole- read-
 
 echo "ACLs in place for topics, producer, scorer, monitor, trainer" >&2

@@ -7,6 +7,7 @@ from loanstream.topics import (
     MODEL_UPDATES,
     OUTCOMES,
     PREDICTIONS,
+    SHADOW_PREDICTIONS,
     TOPICS,
     declared,
 )
@@ -46,17 +47,22 @@ def test_every_topic_of_the_design_is_declared_once() -> None:
     assert names == [
         "loan.applications",
         "loan.predictions",
+        "loan.shadow-predictions",
         "loan.outcomes",
         "loan.labelled",
         "loan.drift-events",
         "loan.retrain-requests",
+        "loan.retrain-results",
         "loan.model-updates",
         "loan.monitor-state",
         "loan.dead-letter",
     ]
     by_name = {t.name: t for t in TOPICS}
     assert by_name[MODEL_UPDATES].config["cleanup.policy"] == "compact"
-    keyed = {by_name[n].partitions for n in (APPLICATIONS, PREDICTIONS, OUTCOMES, LABELLED)}
+    keyed = {
+        by_name[n].partitions
+        for n in (APPLICATIONS, PREDICTIONS, SHADOW_PREDICTIONS, OUTCOMES, LABELLED)
+    }
     assert len(keyed) == 1
 
 
