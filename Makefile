@@ -40,10 +40,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# kcat is the third-party Kafka client the integration tests check the broker with.
+# kcat is the third-party Kafka client the integration tests check the broker with; promtool
+# (Debian's prometheus package, not started) runs the alert rules' unit tests.
 tools:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends prometheus >/dev/null; }
 
 # Resolve pyproject.toml's dependencies (with the dev extra) and requirements/build.in again.
 lock:

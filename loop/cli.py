@@ -297,8 +297,11 @@ def print_policies(rows: list[dict]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the whole-system commands to the ``loanstream`` CLI (an entry point)."""
-    from loop import up
+    from loop import notify, up
+    from loop.alerts import alerts
 
+    app.command("alerts")(alerts)
     app.command("demo")(demo)
     app.command("backtest")(backtest)
     up.register(app)
+    notify.register(app)

@@ -21,9 +21,13 @@ RunDirOpt = Annotated[
 
 
 def local_services(
-    scorer_port: int = 8080, monitor_port: int = 8002, trainer_port: int = 8003
+    scorer_port: int = 8080,
+    monitor_port: int = 8002,
+    trainer_port: int = 8003,
+    notifier_port: int = 8004,
 ) -> dict[str, ServiceCommand]:
-    """The three long-running services, each with the URL that says it is up."""
+    """The long-running services, each with the URL that says it is up (the notifier runs
+    only with a webhook URL: see :func:`default_services`)."""
     local = "http://127.0.0.1"
     return {
         "scorer": ServiceCommand(
@@ -39,7 +43,19 @@ def local_services(
             ["trainer", "--metrics-port", str(trainer_port)],
             f"{local}:{trainer_port}/metrics",
         ),
+        "notifier": ServiceCommand(
+            "notifier",
+            ["notify", "--metrics-port", str(notifier_port)],
+            f"{local}:{notifier_port}/metrics",
+        ),
     }
+
+
+def default_services() -> str:
+    """scorer, monitor and trainer, and the notifier when LOANSTREAM_NOTIFY_WEBHOOK_URL is set."""
+    from loop.notify import notifier_configured
+
+    return "scorer,monitor,trainer" + (",notifier" if notifier_configured() else "")
 
 
 def print_states(states: list[ServiceState]) -> None:
@@ -59,19 +75,26 @@ def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
         services: Annotated[
-            str, typer.Option("--services", help="comma-separated")
-        ] = "scorer,monitor,trainer",
+            str | None,
+            typer.Option(
+                "--services",
+                help="comma-separated [default: scorer,monitor,trainer, and notifier when "
+                "LOANSTREAM_NOTIFY_WEBHOOK_URL is set]",
+            ),
+        ] = None,
         run_dir: RunDirOpt = None,
         wait_s: Annotated[float, typer.Option("--wait-s", help="for health")] = 120.0,
         scorer_port: Annotated[int, typer.Option(help="REST and /metrics")] = 8080,
         monitor_port: Annotated[int, typer.Option(help="/metrics")] = 8002,
         trainer_port: Annotated[int, typer.Option(help="/metrics")] = 8003,
+        notifier_port: Annotated[int, typer.Option(help="/metrics")] = 8004,
     ) -> None:
         """Start the services in the background, wait until each is healthy, show them.
 
         They read their settings from the environment (LOANSTREAM_*) as when run by hand.
         """
-        known = local_services(scorer_port, monitor_port, trainer_port)
+        known = local_services(scorer_port, monitor_port, trainer_port, notifier_port)
+        services = services or default_services()
         names = [n.strip() for n in services.split(",") if n.strip()]
         unknown = sorted(set(names) - set(known))
         if unknown:

@@ -29,9 +29,16 @@ def monitor(
     """Join predictions with outcomes into loan.labelled and watch for drift."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from loanstream.lag import watch_lag
     from loanstream.spec import load_spec
     from loanstream.streams import run_worker
-    from loanstream.topics import changelog, create_topics
+    from loanstream.topics import (
+        OUTCOMES,
+        PREDICTIONS,
+        SHADOW_PREDICTIONS,
+        changelog,
+        create_topics,
+    )
     from monitor.app import build_app, changelog_topics
     from monitor.metrics import MonitorMetrics
     from monitor.reading import read_state
@@ -48,6 +55,8 @@ def monitor(
     metrics = MonitorMetrics(CollectorRegistry())
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
+        read = [PREDICTIONS, OUTCOMES, SHADOW_PREDICTIONS]
+        watch_lag(kafka, metrics.registry, settings.app_id, read)
         console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
     saved = read_state(kafka, settings.app_id)
     watcher = ReferenceWatcher(

@@ -46,8 +46,10 @@ def scorer(
     import uvicorn
     from prometheus_client import CollectorRegistry
 
+    from loanstream.lag import watch_lag
     from loanstream.spec import load_spec
     from loanstream.streams import run_worker
+    from loanstream.topics import APPLICATIONS
     from loanstream.validation import ApplicationValidator
     from scorer.api import build_api
     from scorer.app import BatchScorer, build_app
@@ -64,6 +66,7 @@ def scorer(
     watcher.start()
     if settings.api_port and not no_api:
         api = build_api(settings, holder, metrics, validator)
+        watch_lag(kafka, metrics.registry, settings.app_id, [APPLICATIONS])  # served on /metrics
         server = uvicorn.Server(
             uvicorn.Config(api, host=settings.api_host, port=settings.api_port, log_level="warning")
         )

@@ -187,6 +187,8 @@ def trainer(
     """Run the retrain service: train on loan.labelled when loan.retrain-requests asks."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from loanstream.lag import watch_lag
+    from loanstream.topics import RETRAIN_REQUESTS
     from trainer.metrics import TrainerMetrics
     from trainer.pipeline import publish as publish_update
     from trainer.registry import Registry
@@ -199,6 +201,7 @@ def trainer(
     port = metrics_port or settings.metrics_port
     if port:
         start_http_server(port, registry=registry)
+        watch_lag(kafka, registry, "loanstream-trainer", [RETRAIN_REQUESTS])
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -7,6 +7,7 @@
 #   LOANSTREAM_KAFKA_TOPIC_PREFIX    prepended to every topic name, as the services do
 #   LOANSTREAM_SCORER_APP_ID         the scorer's consumer group (default loanstream-scorer)
 #   LOANSTREAM_MONITOR_APP_ID        the monitor's consumer group and changelog prefix
+#   LOANSTREAM_NOTIFY_GROUP_ID       the notifier's consumer group (default loanstream-notifier)
 #   LOANSTREAM_ACL_SELECTIVE_LABELS  1: the producer may read loan.predictions (--labels approved)
 #   KAFKA_BOOTSTRAP, KAFKA_COMMAND_CONFIG, KAFKA_ACLS   where and how to call kafka-acls.sh
 #   DRY_RUN                          1: print the kafka-acls.sh calls instead of running them
@@ -16,6 +17,7 @@ P="${LOANSTREAM_KAFKA_TOPIC_PREFIX:-}"
 SCORER_GROUP="${LOANSTREAM_SCORER_APP_ID:-loanstream-scorer}"
 MONITOR_GROUP="${LOANSTREAM_MONITOR_APP_ID:-loanstream-monitor}"
 TRAINER_GROUP=loanstream-trainer  # trainer/service.py: TrainerService.run
+NOTIFIER_GROUP="${LOANSTREAM_NOTIFY_GROUP_ID:-loanstream-notifier}"  # loop/notify.py: GROUP_ID
 BOOTSTRAP="${KAFKA_BOOTSTRAP:-kafka:19092}"
 COMMAND_CONFIG="${KAFKA_COMMAND_CONFIG:-/etc/kafka/secrets/admin.properties}"
 KAFKA_ACLS="${KAFKA_ACLS:-/opt/kafka/bin/kafka-acls.sh}"
@@ -102,4 +104,12 @@ acl trainer literal topic "${P}loan.retrain-results" Write
 acl trainer literal topic "${P}loan.shadow-predictions" Read  # the shadow verdict
 readers trainer whole- read-
 
-echo "ACLs in place for topics, producer, scorer, monitor, trainer" >&2
+# notifier (optional, `loanstream notify`): drift events, retrain results and model updates in
+# (its group); messages the webhook never took go to the dead letters.
+acl notifier literal topic "${P}loan.drift-events" Read
+acl notifier literal topic "${P}loan.retrain-results" Read
+acl notifier literal topic "${P}loan.model-updates" Read
+acl notifier literal group "$NOTIFIER_GROUP" Read
+acl notifier literal topic "${P}loan.dead-letter" Write
+
+echo "ACLs in place for topics, producer, scorer, monitor, trainer, notifier" >&2

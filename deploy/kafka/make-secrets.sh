@@ -15,7 +15,7 @@ OUT="${1:-$HERE/secrets}"
 CERTS="${LOANSTREAM_CERTS_OUT:-$HERE/../certs}"
 # One principal per service, and `topics` for the one-shot job that creates the topics
 # (deploy/kafka/kafka-acls.sh grants each what it needs; `admin` is the broker's super user).
-PRINCIPALS=(topics producer scorer monitor trainer)
+PRINCIPALS=(topics producer scorer monitor trainer notifier)
 DAYS=825
 
 if [[ -e "$OUT/sasl.env" ]]; then

@@ -9,9 +9,13 @@ which of a prediction and its outcome comes first is a race, and so is the label
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pandas as pd
 
 from loanstream.config import KafkaSettings
@@ -91,9 +95,7 @@ def test_the_engine_and_the_services_give_the_same_predictions_and_drift_events(
             for key, value, ms in application_messages(replay, SPEC):
                 producer.produce(one.topic(APPLICATIONS), key, value, ms)
         scored = read_all(one, one.topic(PREDICTIONS), len(replay), timeout_s=240, settle_s=5)
-        live = {
-            p.application_id: p for p in (Prediction.from_json(m.value()) for m in scored)
-        }
+        live = {p.application_id: p for p in (Prediction.from_json(m.value()) for m in scored)}
         known = replay.assign(**{LABEL_TIME: replay["outcome_time"]})
         known = known[known[LABEL_TIME].notna()].sort_values(LABEL_TIME, kind="stable")
         messages, _ = outcome_messages(known, SPEC, LABEL_TIME)
@@ -130,6 +132,23 @@ def test_the_engine_and_the_services_give_the_same_predictions_and_drift_events(
     print("engine:", ours, "\nservices:", theirs)
     assert ours, "the seeded drift must be detected"
     assert theirs == ours
+
+    # A person watching alerts: `loanstream alerts --json` tells exactly these events, in the
+    # order the monitor confirmed them, each with the request it sent and no trainer's answer.
+    told = subprocess.run(
+        [sys.executable, "-m", "loanstream.cli", "alerts", "--json", "-b", one.bootstrap_servers],
+        env={**os.environ, "LOANSTREAM_KAFKA_TOPIC_PREFIX": one.topic_prefix},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    alerts = [orjson.loads(line) for line in told.stdout.splitlines()]
+    assert [a["event_id"] for a in alerts] == [e.event_id for e in events]
+    assert [
+        described(a["signal"], a["detector"], a["feature"], a["confirmed_position"]) for a in alerts
+    ] == [described(e.signal.value, e.detector, e.feature, e.confirmed_position) for e in events]
+    assert sorted(described(a["signal"], a["detector"], a["feature"], a["confirmed_position"])
+                  for a in alerts) == ours  # fmt: skip
+    assert {a["retrain_status"] for a in alerts} <= {"no_answer", "no_retrain"}
+    assert any(a["requests"] for a in alerts), "a confirmed drift asks for a retrain"
 
 
 def engine_settings(workdir: Path) -> TrainerSettings:

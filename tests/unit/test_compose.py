@@ -22,6 +22,7 @@ from loanstream.cli import get_app
 from loanstream.config import KafkaSettings
 from loanstream.kafka.broker import kafka_version
 from loanstream.topics import FOREVER, TOPICS, TopicSpec
+from loop.notify import DEFAULT_KINDS, NotifySettings
 from scorer.settings import ScorerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ ONE_SHOTS = {
     if need["condition"] == "service_completed_successfully"
 }
 METRICS_FLAGS = ("--metrics-port", "--api-port")
-SERVICE_PRINCIPALS = {"producer", "scorer", "monitor", "trainer"}
+SERVICE_PRINCIPALS = {"producer", "scorer", "monitor", "trainer", "notifier"}
 # What each image has to run a health check with (the LoanStream image: python:3.11-slim, no
 # curl; Prometheus: busybox; Grafana installs curl; Kafka: its own scripts).
 HEALTH_TOOLS = {
@@ -173,7 +174,7 @@ def test_the_cli_check_itself_tells_commands_from_non_commands() -> None:
 
 
 def test_prometheus_scrapes_exactly_the_services_metrics_ports() -> None:
-    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {
         t
         for job in prometheus["scrape_configs"]
@@ -427,6 +428,12 @@ def test_each_principal_gets_exactly_what_its_service_reads_and_writes() -> None
         "loan.model-updates", "loan.retrain-results", "loan.dead-letter"
     }  # fmt: skip
     assert groups("trainer") == {trainer_group: "Read", "whole-": "Describe", "read-": "Describe"}
+    assert on("notifier", "Read") == {
+        "loan.drift-events", "loan.retrain-results", "loan.model-updates"
+    }  # fmt: skip
+    assert on("notifier", "Write") == {"loan.dead-letter"}
+    assert groups("notifier") == {source_literal("loop/notify.py", "GROUP_ID"): "Read"}
+    assert {a[4] for a in acls if a[0] == "notifier"} == {"Read", "Write"}
     assert {a for a in acls if a[0] == "topics"} == {
         ("topics", "prefixed", "topic", "loan.", op)
         for op in ("Create", "Describe", "DescribeConfigs")
@@ -447,7 +454,10 @@ def test_each_principal_gets_exactly_what_its_service_reads_and_writes() -> None
 def test_the_acls_follow_the_topic_prefix_and_the_app_ids() -> None:
     acls = granted({"LOANSTREAM_KAFKA_TOPIC_PREFIX": "prod.", "LOANSTREAM_MONITOR_APP_ID": "mon"})
     topics = {a[3] for a in acls if a[2] == "topic"}
-    changelogs = {"mon-pending-predictions-changelog", "mon-orphan-outcomes-changelog"}
+    changelogs = {
+        "mon-pending-predictions-changelog",
+        "mon-orphan-outcomes-changelog",
+    }
     assert {t for t in topics if not t.startswith("prod.loan.")} == changelogs
     assert ("monitor", "literal", "group", "mon", "Read") in acls
     selective = granted({"LOANSTREAM_ACL_SELECTIVE_LABELS": "1"}) - granted()
@@ -455,6 +465,23 @@ def test_the_acls_follow_the_topic_prefix_and_the_app_ids() -> None:
         ("producer", "literal", "topic", "loan.predictions", "Read"),
         ("producer", "prefixed", "group", "whole-", "Describe"),
     }
+
+
+def test_the_notifier_is_optional_and_gets_its_webhook_from_the_operator() -> None:
+    """It starts only with its profile; URL and secret come from the shell or .env, never a
+    default, and an unset one reaches it empty (it then refuses to start, saying why)."""
+    notifier = SERVICES["notifier"]
+    assert notifier["profiles"] == ["notify"]
+    assert [n for n, s in SERVICES.items() if "profiles" in s] == ["notifier"]
+    assert notifier["command"] == ["loanstream", "notify", "--metrics-port", "8004"]
+    env = notifier["environment"]
+    for name in ("WEBHOOK_URL", "WEBHOOK_SECRET"):
+        variable = f"LOANSTREAM_NOTIFY_{name}"
+        assert env[variable] == f"${{{variable}:-}}"
+    settings = {f"LOANSTREAM_NOTIFY_{f.upper()}" for f in NotifySettings.model_fields}
+    assert {k for k in env if k.startswith("LOANSTREAM_NOTIFY_")} <= settings
+    kinds = default_of(env["LOANSTREAM_NOTIFY_KINDS"])
+    assert NotifySettings(webhook_url="https://x.example/", kinds=kinds).kinds == DEFAULT_KINDS
 
 
 def configured_retention(topic: TopicSpec) -> str:

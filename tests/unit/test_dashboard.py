@@ -20,6 +20,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from loanstream.lag import LagMetrics
 from monitor.metrics import MonitorMetrics
 from producer.metrics import ProducerMetrics
 from scorer.metrics import ScorerMetrics
@@ -29,12 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 TARGET_LABELS = frozenset({"job", "instance"})  # Prometheus adds them to every scraped series
-SERVICES = (ScorerMetrics, MonitorMetrics, TrainerMetrics, ProducerMetrics)
+# LagMetrics: the consumer lag gauges the scorer, monitor and trainer add to their registries.
+SERVICES = (ScorerMetrics, MonitorMetrics, TrainerMetrics, ProducerMetrics, LagMetrics)
 Series = Mapping[str, frozenset[str]]
 
 
 def exported_series() -> dict[str, frozenset[str]]:
-    """Every sample name the four services export, with the label names it carries."""
+    """Every sample name the services export, with the label names it carries."""
     series: dict[str, set[str]] = {}
     for service in SERVICES:
         registry = CollectorRegistry()
@@ -139,6 +141,26 @@ def test_every_panel_queries_something_and_every_service_is_on_a_dashboard() -> 
     used = " ".join(t["expr"] for t in TARGETS.values())
     for service in ("scorer", "monitor", "trainer", "producer"):
         assert f"loanstream_{service}_" in used, f"no panel shows the {service}"
+    assert "loanstream_consumer_lag" in used, "no panel shows the consumer lag"
+
+
+def test_the_lag_panel_shows_each_groups_lag_per_topic() -> None:
+    [panel] = [
+        p
+        for path in DASHBOARDS
+        for p in panels(json.loads(path.read_text())["panels"])
+        if p["title"] == "Consumer lag per service"
+    ]
+    [target] = panel["targets"]
+    assert labels_of(promql.parse(target["expr"])) >= {"group", "topic"}
+    # The panel's threshold line is the bound of the LoanStreamConsumerLagHigh alert.
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    [rule] = [
+        r for g in rules["groups"] for r in g["rules"] if r["alert"] == "LoanStreamConsumerLagHigh"
+    ]
+    bound = float(rule["expr"].rsplit(">", 1)[1])
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["value"] is not None] == [bound]
 
 
 def test_dashboards_use_the_provisioned_datasource_and_provider_path() -> None:
