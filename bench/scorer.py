@@ -11,6 +11,14 @@ loanstream.bulk), and ``faust-stock`` also hands fetched messages over Faust's w
     .venv/bin/python -m bench.scorer [--messages 50000] [--rates 500,2000,10000] [--seconds 8]
 
 Prints a table, writes out/bench-scorer.json and out/bench-scorer.png.
+
+``--shadow`` measures instead what shadow scoring costs: the Faust scorer's throughput at full
+speed (reasons on) with the champion alone (``LOANSTREAM_SCORER_SHADOW=false``) and with a
+challenger in shadow (a second calibrated HGB, the registry's ``challenger``), alternating
+A B A B on the same applications, and prints both and their ratio
+(out/bench-scorer-shadow.json).
+
+    .venv/bin/python -m bench.scorer --shadow [--messages 50000] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -174,7 +182,13 @@ class Scorer:
     """Start either implementation in its own process."""
 
     def __init__(
-        self, kind: str, kafka: KafkaSettings, tracking_uri: str, reasons: bool, tmp: Path
+        self,
+        kind: str,
+        kafka: KafkaSettings,
+        tracking_uri: str,
+        reasons: bool,
+        tmp: Path,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.kind, self.stop_file = kind, str(tmp / f"stop-{uuid.uuid4().hex}")
         if kind.startswith("faust"):
@@ -188,6 +202,7 @@ class Scorer:
                 "LOANSTREAM_SCORER_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
                 "LOANSTREAM_SCORER_BULK_TAKE": str(kind in ("faust", "faust-fetch")).lower(),
                 "LOANSTREAM_KAFKA_FAUST_PROMPT_DELIVERY": str(kind != "faust-stock").lower(),
+                **(extra_env or {}),
             }
             if kind != "faust":  # Faust's own fetch sizes
                 env |= {
@@ -224,6 +239,7 @@ def run(
     broker: str,
     tracking_uri: str,
     tmp: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     kafka = KafkaSettings(
         bootstrap_servers=broker, topic_prefix=f"b{uuid.uuid4().hex[:8]}.", partitions=3
@@ -231,7 +247,7 @@ def run(
     create_topics(kafka)
     if kind.startswith("faust"):
         publish(kafka, Registry(TrainerSettings(tracking_uri=tracking_uri)).champion().update())  # type: ignore[union-attr]
-    scorer = Scorer(kind, kafka, tracking_uri, reasons, tmp)
+    scorer = Scorer(kind, kafka, tracking_uri, reasons, tmp, extra_env)
     try:
         if rate is None:  # throughput: a backlog, drained at full speed
             send(kafka, values, None)
@@ -269,7 +285,12 @@ def main() -> None:
     parser.add_argument("--rates", default="500,2000,10000")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=Path("out/bench-scorer"))
+    parser.add_argument("--shadow", action="store_true", help="one model vs champion + challenger")
+    parser.add_argument("--repeats", type=int, default=2, help="A B pairs with --shadow")
     args = parser.parse_args()
+    if args.shadow:
+        shadow_cost(args.messages, args.repeats, Path(f"{args.out}-shadow.json"))
+        return
     rates = [float(r) for r in args.rates.split(",")]
     defaults = BrokerSettings()
     jars = defaults.jars_dir or defaults.data_dir / "kafka" / kafka_version()
@@ -314,6 +335,76 @@ def main() -> None:
         finally:
             broker.stop()
     report(results, args.out)
+
+
+def shadow_cost(messages: int, repeats: int, out: Path) -> None:
+    """The Faust scorer's full-speed throughput with one model and with a challenger in shadow,
+    alternating, on the same applications and broker."""
+    defaults = BrokerSettings()
+    jars = defaults.jars_dir or defaults.data_dir / "kafka" / kafka_version()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        console.print("training two calibrated HGB models (champion and challenger)...")
+        settings = TrainerSettings(
+            data_dir=tmp, candidates=("hgb",), search_candidates=2, promotion_margin=1.0
+        )
+        registry = Registry(settings)
+        for seed in (6, 7):
+            frame, spec = history(30_000, seed=seed)
+            training_round(
+                labelled_frame(frame, spec)[0],
+                spec,
+                settings,
+                registry,
+                options_from(settings, seed=seed),
+                None,
+            )
+        registry.shadow("2")  # v1 champion (the margin of 1.0 kept it), v2 in shadow
+        tracking_uri = settings.resolved_tracking_uri()
+        broker = LocalBroker(
+            BrokerSettings(port=free_port(), data_dir=tmp / "kafka", jars_dir=jars)
+        )
+        info, _ = broker.start()
+        values = payloads(messages)
+        try:
+            for i in range(repeats):
+                for shadow in (False, True):
+                    console.print(
+                        f"[{i + 1}/{repeats}] {'champion + challenger' if shadow else 'one model'}"
+                    )
+                    measured = run(
+                        "faust",
+                        True,
+                        None,
+                        values,
+                        info.bootstrap_servers,
+                        tracking_uri,
+                        tmp,
+                        {"LOANSTREAM_SCORER_SHADOW": str(shadow).lower()},
+                    )
+                    results.append({"shadow": shadow, "round": i + 1, **measured})
+        finally:
+            broker.stop()
+    table = Table(title=f"Shadow scoring's cost (Faust scorer, HGB, reasons on, {messages:,})")
+    for column in ("round", "models", "apps/s"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            str(r["round"]),
+            "champion + challenger" if r["shadow"] else "one model",
+            f"{r['throughput']:,.0f}",
+        )
+    console.print(table)
+    one = float(np.mean([r["throughput"] for r in results if not r["shadow"]]))
+    two = float(np.mean([r["throughput"] for r in results if r["shadow"]]))
+    console.print(
+        f"one model {one:,.0f}/s, champion + challenger {two:,.0f}/s: shadow scoring keeps "
+        f"{two / one:.2f}x of the throughput"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    console.print(f"wrote {out}")
 
 
 def report(results: list[dict[str, Any]], out: Path) -> None:

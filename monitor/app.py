@@ -1,6 +1,7 @@
-"""The Faust monitor: loan.predictions + loan.outcomes -> loan.labelled, drift events, requests.
+"""The Faust monitor: loan.predictions + loan.outcomes -> loan.labelled, drift events, requests;
+with loan.shadow-predictions, a challenger's windows beside the champion's.
 
-A thin shell around :class:`monitor.service.MonitorCore`. The join's two stores are Faust tables
+A thin shell around :class:`monitor.service.MonitorCore`. The join's stores are Faust tables
 (changelogged, so pending predictions survive a restart or move with their partition), whose
 changelog partition is the key's own, as the producers partition the source topics, for any
 batch. Detector state is snapshotted to the compacted loan.monitor-state topic
@@ -39,14 +40,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from loanstream.config import KafkaSettings
 from loanstream.streams import Outgoing, Record, Sender, faust_app
-from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS
+from loanstream.topics import MONITOR_STATE, OUTCOMES, PREDICTIONS, SHADOW_PREDICTIONS
 from monitor.service import BATCH, MonitorCore
 from monitor.settings import MonitorSettings
 from monitor.state import OFFSETS_HEADER, SavedState, StateWriter
 
 logger = logging.getLogger(__name__)
 
-TABLES = ("pending-predictions", "orphan-outcomes")
+TABLES = ("pending-predictions", "orphan-outcomes", "pending-shadow")
 WITHIN_S = 0.05
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> last offset covered
@@ -155,7 +156,8 @@ def build_app(
     partitions: int,
     saved: SavedState | None = None,
 ) -> tuple[faust.App, list[MonitorCore]]:
-    """The app, and (once built inside) the core that ``make_core(predictions, outcomes)`` makes;
+    """The app, and (once built inside) the core that ``make_core(predictions, outcomes,
+    shadow)`` makes (the stores of the join and of the shadow join);
     ``saved`` is the state the core restored, which the next snapshots replace."""
     app = faust_app(
         kafka, settings.app_id, settings.session_timeout_s, settings.max_poll_interval_s
@@ -176,7 +178,7 @@ def build_app(
     ]
     for table in tables:
         app.tables.add(table)
-    core: MonitorCore = make_core(ByteKeys(tables[0]), ByteKeys(tables[1]))
+    core: MonitorCore = make_core(*(ByteKeys(table) for table in tables))
     writer = StateWriter(kafka.topic(MONITOR_STATE), settings.app_id)
     if saved is not None:
         writer.resume(saved)
@@ -226,6 +228,7 @@ def build_app(
                 if rebalanced[0]:  # agents resume only once the tables are recovered
                     rebalanced[0] = False
                     core.joiner.restore(datetime.now(UTC))
+                    core.shadow.restore(datetime.now(UTC))
                 records, replayed = [], 0
                 for event in events:
                     m = event.message
@@ -257,6 +260,10 @@ def build_app(
     @app.agent(source(OUTCOMES)[1], concurrency=1)
     async def outcomes(stream: Any) -> None:
         await consume(stream, "outcome", core.on_outcomes)
+
+    @app.agent(source(SHADOW_PREDICTIONS)[1], concurrency=1)
+    async def shadow_predictions(stream: Any) -> None:
+        await consume(stream, "shadow", core.on_shadow_predictions)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(_: Any, *args: Any, **kwargs: Any) -> None:

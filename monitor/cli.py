@@ -43,7 +43,7 @@ def monitor(
     from monitor.metrics import MonitorMetrics
     from monitor.reading import read_state
     from monitor.references import ReferenceWatcher
-    from monitor.service import MonitorCore
+    from monitor.service import SHADOW_STATE, MonitorCore
     from monitor.settings import MonitorSettings
 
     settings = MonitorSettings()
@@ -62,7 +62,9 @@ def monitor(
     watcher = ReferenceWatcher(
         kafka, settings.model_name, settings.resolved_tracking_uri(), settings.registry_poll_s
     )
-    watcher.ensure(saved.pipelines)  # the versions the saved detectors watch, before they resume
+    watcher.ensure(
+        v for v in saved.pipelines if v != SHADOW_STATE
+    )  # the versions the saved detectors watch, before they resume
     watcher.start()
     if watcher.ready.wait(settings.model_wait_s):
         console.print(f"monitoring {settings.model_name} v{watcher.current}")
@@ -72,9 +74,10 @@ def monitor(
             "monitoring until the registry has a champion[/]"
         )
 
-    def make_core(predictions: Any, outcomes: Any) -> MonitorCore:
+    def make_core(predictions: Any, outcomes: Any, shadow: Any) -> MonitorCore:
+        references = watcher.references
         core = MonitorCore(
-            kafka, settings, feature_spec, metrics, watcher.references, predictions, outcomes
+            kafka, settings, feature_spec, metrics, references, predictions, outcomes, shadow
         )
         restored = core.restore(saved)
         if restored:
@@ -106,18 +109,24 @@ def report(
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
 ) -> None:
     """An HTML report of performance and drift, from loan.labelled (or a file)."""
-    from monitor.reading import labelled_frame_from_file, read_drift_events, read_labelled
+    from monitor.reading import (
+        labelled_frame_from_file,
+        read_drift_events,
+        read_labelled,
+        read_shadow,
+    )
     from monitor.report import build_report
     from monitor.settings import MonitorSettings
 
     settings = MonitorSettings()
-    events = []
+    events, shadow = [], None
     if from_file is not None:
         frame = labelled_frame_from_file(from_file)
     else:
         kafka = kafka_settings(bootstrap_servers)
         frame = read_labelled(kafka, max_rows)
         events = read_drift_events(kafka)
+        shadow = read_shadow(kafka)
     if frame.empty:
         raise LoanStreamError("no labelled rows to report on")
     reference = _reference(frame, tracking_uri or settings.resolved_tracking_uri(), settings)
@@ -130,12 +139,25 @@ def report(
             bar.update(task, advance=1, description=name)
 
         result = build_report(
-            frame, out, reference=reference, drift_events=events, window=window, on_step=step
+            frame,
+            out,
+            reference=reference,
+            drift_events=events,
+            window=window,
+            on_step=step,
+            shadow=shadow,
         )
     console.print(
         f"{len(frame):,} labelled rows, {len(events)} drift events -> {result.html} "
         f"({result.seconds:.2f} s)"
     )
+    for c in result.comparisons:
+        console.print(
+            f"challenger v{c.challenger_version} on {c.shared_outcomes:,} shared outcomes: "
+            f"AUC {c.challenger.auc or float('nan'):.4f} vs champion "
+            f"{c.champion.auc or float('nan'):.4f}, ECE {c.challenger.ece:.4f} vs "
+            f"{c.champion.ece:.4f}"
+        )
 
 
 def _reference(frame: Any, tracking_uri: str, settings: Any) -> dict[str, Any] | None:

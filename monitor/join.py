@@ -160,6 +160,10 @@ class Joiner:
         """Whether a prediction for this id is waiting, or was joined recently: a repeat."""
         return application_id in self.predictions or application_id in self._joined
 
+    def joined_recently(self, application_id: str) -> bool:
+        """Whether this id's prediction was joined with its outcome (among the recent ones)."""
+        return application_id in self._joined
+
     def on_prediction(
         self, prediction: Prediction, raw: bytes | None = None
     ) -> LabelledExample | None:

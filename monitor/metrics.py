@@ -1,6 +1,6 @@
 """Prometheus metrics of the monitor, built against an injected registry. Labels stay
 low-cardinality: join outcome, signal, feature (from the spec), scope (capped), metric name,
-labelled population."""
+labelled population, model version (the newest few) and role."""
 
 from __future__ import annotations
 
@@ -62,6 +62,33 @@ class MonitorMetrics:
         self.snapshot_failures = Counter(
             "loanstream_monitor_snapshot_failures_total",
             "Detector state snapshots that failed to be written (the next one tries again)",
+            registry=registry,
+        )
+        self.version_window = Gauge(
+            "loanstream_monitor_version_window_metric",
+            "Latest closed count window per model version and role (champion or shadow): on "
+            "all its rows, or on the rows both models scored and that have outcomes (paired)",
+            ["model_version", "role", "rows", "metric"],
+            registry=registry,
+        )
+        self.version_total = Gauge(
+            "loanstream_monitor_version_total_metric",
+            "A metric over every joined row so far, per model version and role: a shadow "
+            "version on all its rows, or both models on the paired rows",
+            ["model_version", "role", "rows", "metric"],
+            registry=registry,
+        )
+        self.shadow_outcomes = Gauge(
+            "loanstream_monitor_shadow_outcomes",
+            "Labelled rows of each shadow version: all it scored, or paired (shared outcomes)",
+            ["model_version", "rows"],
+            registry=registry,
+        )
+        self.shadow_join = Gauge(
+            "loanstream_monitor_shadow_join",
+            "Shadow join state: pending shadows, waiting outcomes; and totals joined, paired, "
+            "expired, dropped, late (the outcome went by first), duplicates",
+            ["state"],
             registry=registry,
         )
         self.unmonitored = Counter(

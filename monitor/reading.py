@@ -1,4 +1,5 @@
-"""What the report reads: labelled examples (from Kafka or a file) and drift events."""
+"""What the report reads: labelled examples (from Kafka or a file), a challenger's shadow
+predictions, and drift events."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from loanstream.contracts import DriftEvent
 from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
 from loanstream.reading import read_topic
-from loanstream.topics import DRIFT_EVENTS, LABELLED, MONITOR_STATE
+from loanstream.topics import DRIFT_EVENTS, LABELLED, MONITOR_STATE, SHADOW_PREDICTIONS
 from monitor.state import SavedState, read_saved
 
 COLUMNS = ("application_id", "event_time", "outcome_time", "probability", "decision")
@@ -44,6 +45,27 @@ def read_labelled(kafka: KafkaSettings, max_rows: int | None = None) -> pd.DataF
             kafka, kafka.topic(LABELLED), max_rows=max_rows, timeout_s=600, on_progress=progress
         )
     return labelled_frame(records)
+
+
+SHADOW_COLUMNS = ("application_id", "model_version", "probability", "decision")
+
+
+def shadow_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per shadow prediction record (what the comparison needs); others are skipped."""
+    keep = [
+        r for r in records if all(isinstance(r.get(k), (str, int, float)) for k in SHADOW_COLUMNS)
+    ]
+    frame = pd.DataFrame(
+        [{k: r[k] for k in SHADOW_COLUMNS} for r in keep], columns=list(SHADOW_COLUMNS)
+    )
+    frame["model_version"] = frame["model_version"].astype(str)
+    return frame
+
+
+def read_shadow(kafka: KafkaSettings, max_rows: int | None = None) -> pd.DataFrame:
+    """The challengers' shadow predictions on loan.shadow-predictions."""
+    records = read_topic(kafka, kafka.topic(SHADOW_PREDICTIONS), max_rows=max_rows, timeout_s=600)
+    return shadow_frame(records)
 
 
 def labelled_frame_from_file(path: Path) -> pd.DataFrame:

@@ -1,6 +1,9 @@
 """The monitor's HTML report: performance over time beside its label-free estimate, calibration,
 the prediction distribution and per-feature drift, from labelled rows (loan.labelled or a replay).
 
+With a challenger's shadow predictions beside them, it also shows champion and challenger side by
+side on the applications both scored that have outcomes (the paired rows), with a fifth PNG.
+
 Pure: a DataFrame in, one HTML file and four PNGs out; ``loanstream report`` reads Kafka and calls
 `build_report`. Windows come from one vectorised pass (bincounts into `Stats` vectors, so the
 metrics are the monitor's own definitions), and figures are drawn without pyplot's global state.
@@ -13,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +97,19 @@ class ReportResult:
     seconds: float
     windows: tuple[ReportWindow, ...]
     drift: tuple[FeatureDrift, ...]
+    comparisons: tuple[Comparison, ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Champion and one challenger version on the same labelled applications (paired rows)."""
+
+    challenger_version: str
+    champion_versions: tuple[str, ...]
+    shared_outcomes: int
+    champion: WindowMetrics
+    challenger: WindowMetrics
+    windows: tuple[tuple[datetime, WindowMetrics, WindowMetrics], ...]  # middle, both models
 
 
 @dataclass(frozen=True)
@@ -113,12 +130,14 @@ def build_report(
     window: int = 5000,
     title: str = "LoanStream monitor report",
     on_step: Callable[[str], None] | None = None,
+    shadow: pd.DataFrame | None = None,
 ) -> ReportResult:
     """Write ``report.html`` and its PNGs into ``out_dir`` from one row per labelled example.
 
     Columns: the LabelledExample fields with the features flattened, one column per feature.
     Without ``reference`` the first window is the drift reference. A remainder shorter than
-    half a window joins the last window.
+    half a window joins the last window. ``shadow``: a challenger's predictions (columns
+    application_id, model_version, probability, decision), compared on the paired rows.
 
     >>> import tempfile
     >>> from datetime import timedelta
@@ -149,13 +168,32 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     changes = _version_changes(rows)
     plots = _plots(out_dir, rows, windows, overall, drift_events, changes, step)
+    if shadow is not None:
+        step("comparing champion and challenger")
+    comparisons = _comparisons(rows, shadow, window)
+    if comparisons:
+        plots += (_plot(out_dir, "shadow", lambda fig: _draw_shadow(fig, comparisons)),)
     step("writing the HTML report")
     summary = _summary(rows, windows, overall, drift, drift_events, reference, window)
+    summary["shadow"] = [
+        {
+            "challenger_version": c.challenger_version,
+            "champion_versions": list(c.champion_versions),
+            "shared_outcomes": c.shared_outcomes,
+        }
+        | {
+            f"{role}_{k}": getattr(m, k)
+            for role, m in (("champion", c.champion), ("challenger", c.challenger))
+            for k in SHADOW_METRICS
+        }
+        for c in comparisons
+    ]
     html = out_dir / "report.html"
-    html.write_text(_render(title, summary, windows, drift, drift_events, notes, plots), "utf-8")
+    page = _render(title, summary, windows, drift, drift_events, notes, plots, comparisons)
+    html.write_text(page, "utf-8")
     seconds = time.perf_counter() - started
     logger.info("report of %d rows written to %s in %.2f s", len(rows.p), html, seconds)
-    return ReportResult(html, plots, summary, seconds, tuple(windows), drift)
+    return ReportResult(html, plots, summary, seconds, tuple(windows), drift, tuple(comparisons))
 
 
 def _prepare(labelled: pd.DataFrame) -> _Rows:
@@ -242,6 +280,69 @@ def _windows(rows: _Rows, window: int) -> tuple[list[ReportWindow], WindowMetric
         for i, (s, e) in enumerate(zip(starts, ends, strict=True))
     ]
     return windows, Stats.from_vector(vectors.sum(axis=0)).metrics()
+
+
+SHADOW_METRICS = ("accuracy", "auc", "brier", "log_loss", "ece")
+
+
+def _metrics_of(rows: _Rows, p: np.ndarray, approved: np.ndarray, cuts: list[int]) -> list[Any]:
+    """The monitor's metrics of ``p`` against the rows' labels, per slice between ``cuts``."""
+    part = _Rows(rows.frame, p, rows.y, approved, rows.versions)
+    vectors = _stats_vectors(part, np.diff(cuts))
+    return [Stats.from_vector(v).metrics() for v in vectors]
+
+
+def _comparisons(rows: _Rows, shadow: pd.DataFrame | None, window: int) -> list[Comparison]:
+    """Champion and each challenger version on the rows both scored (the first shadow
+    prediction of an application counts, as in the monitor)."""
+    if shadow is None or shadow.empty or "application_id" not in rows.frame:
+        return []
+    shadow = shadow.drop_duplicates("application_id")
+    ids = rows.frame["application_id"].astype(str).to_numpy()
+    found = []
+    for version, group in shadow.groupby(shadow["model_version"].astype(str), sort=True):
+        by_id = pd.Series(_floats(group["probability"]), index=group["application_id"].astype(str))
+        where = np.flatnonzero(pd.Series(ids).isin(by_id.index).to_numpy())
+        challenger_p = by_id.reindex(ids[where]).to_numpy()
+        keep = (challenger_p >= 0.0) & (challenger_p <= 1.0)
+        where, challenger_p = where[keep], challenger_p[keep]
+        if not where.size:
+            continue
+        paired = _Rows(
+            rows.frame.iloc[where],
+            rows.p[where],
+            rows.y[where],
+            rows.approved[where],
+            rows.versions[where],
+        )
+        approved = (
+            group.set_index(group["application_id"].astype(str))["decision"]
+            .reindex(ids[where])
+            .astype(str)
+            .to_numpy()
+            == "approve"
+        )
+        n = where.size
+        cuts = [*range(0, n, window), n]
+        if len(cuts) > 2 and n - cuts[-2] < window / 2:
+            cuts.pop(-2)  # a short remainder joins the last window
+        both = [
+            _metrics_of(paired, p, a, [0, n]) + _metrics_of(paired, p, a, cuts)
+            for p, a in ((paired.p, paired.approved), (challenger_p, approved))
+        ]
+        times = paired.frame["event_time"]
+        middles = [times.iloc[(a + b - 1) // 2].to_pydatetime() for a, b in pairwise(cuts)]
+        found.append(
+            Comparison(
+                str(version),
+                tuple(str(v) for v in pd.unique(paired.versions)),
+                n,
+                both[0][0],
+                both[1][0],
+                tuple(zip(middles, both[0][1:], both[1][1:], strict=True)),
+            )
+        )
+    return found
 
 
 def _version_changes(rows: _Rows) -> list[tuple[datetime, str]]:
@@ -453,13 +554,43 @@ def _plots(
     paths = []
     for name, draw in drawings:
         step(f"plotting {name}")
-        fig = Figure(figsize=(8.0, 3.6), dpi=DPI)
-        fig.subplots_adjust(left=0.08, right=0.92, bottom=0.14, top=0.91, wspace=0.25)
-        draw(fig)
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=DPI)
-        paths.append(path)
+        paths.append(_plot(out_dir, name, draw))
     return tuple(paths)
+
+
+def _plot(out_dir: Path, name: str, draw: Callable[[Figure], None]) -> Path:
+    fig = Figure(figsize=(8.0, 3.6), dpi=DPI)
+    fig.subplots_adjust(left=0.08, right=0.92, bottom=0.14, top=0.91, wspace=0.25)
+    draw(fig)
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _draw_shadow(fig: Figure, comparisons: Sequence[Comparison]) -> None:
+    """AUC and ECE per window of paired rows: champion beside each challenger version."""
+    auc, ece = fig.subplots(1, 2, sharex=True)
+    for c in comparisons:
+        x = _times([w[0] for w in c.windows])
+        for ax, key in ((auc, "auc"), (ece, "ece")):
+            ax.plot(
+                x,
+                [_value(getattr(w[1], key)) for w in c.windows],
+                "o-",
+                ms=3,
+                label=f"champion (beside v{c.challenger_version[:16]})",
+            )
+            ax.plot(
+                x,
+                [_value(getattr(w[2], key)) for w in c.windows],
+                "s--",
+                ms=3,
+                label=f"challenger v{c.challenger_version[:16]}",
+            )
+    for ax, label in ((auc, "AUC"), (ece, "ECE")):
+        ax.set_title(f"{label} on the paired rows, per window", fontsize=9)
+        _time_axis(ax)
+    auc.legend(fontsize=7, loc="lower left")
 
 
 def _times(times: Sequence[datetime]) -> np.ndarray:
@@ -677,6 +808,7 @@ def _render(
     events: Sequence[DriftEvent],
     notes: list[str],
     plots: tuple[Path, ...],
+    comparisons: Sequence[Comparison] = (),
 ) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = _number
@@ -689,6 +821,7 @@ def _render(
         drift=drift,
         events=sorted(events, key=lambda e: e.confirmed_event_time),
         notes=notes,
+        comparisons=comparisons,
         plots={p.stem: p.name for p in plots},
         now=_when(datetime.now(UTC)),
     )
@@ -730,6 +863,18 @@ Written {{ now }} UTC.</p>
 <h2>Calibration and predictions</h2>
 <img src="{{ plots.reliability }}" alt="reliability diagram">
 <img src="{{ plots.predictions }}" alt="prediction distribution">
+{% if comparisons %}<h2>Champion and challenger on the same applications</h2>
+<p class="note">Each challenger scored live applications in shadow (its decisions served
+nobody). Both models are measured on the applications both scored that have an outcome.</p>
+<table><tr><th class="l">challenger</th><th class="l">champion</th><th>shared outcomes</th>
+{% for k in ("accuracy", "AUC", "Brier", "log loss", "ECE") %}<th>{{ k }} champion</th>
+<th>{{ k }} challenger</th>{% endfor %}</tr>
+{% for c in comparisons %}<tr><td class="l">{{ c.challenger_version }}</td>
+<td class="l">{{ c.champion_versions|join(", ") }}</td><td>{{ c.shared_outcomes }}</td>
+{% for k in ("accuracy", "auc", "brier", "log_loss", "ece") %}<td>{{ c.champion[k]|num }}</td>
+<td>{{ c.challenger[k]|num }}</td>{% endfor %}</tr>{% endfor %}</table>
+<img src="{{ plots.shadow }}" alt="champion and challenger AUC and ECE on the paired rows">
+{% endif %}
 <h2>Windows</h2>
 <table><tr><th>#</th><th class="l">from</th><th class="l">to</th><th>rows</th>
 <th class="l">model</th><th>accuracy</th><th>est.</th><th>AUC</th><th>est.</th><th>Brier</th>

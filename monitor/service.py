@@ -12,6 +12,10 @@ The join's stores are passed in (Faust tables in the service, dicts in tests), a
 references of the models, keyed by version, which a watcher thread fills from
 loan.model-updates. A prediction scored by a version whose reference is not known yet is still
 joined (its labelled example is not lost) but not monitored.
+
+A challenger's shadow predictions (loan.shadow-predictions) are joined with the same outcomes by
+a `ShadowJoiner` of their own, into per-version windows beside the champion's (see
+monitor.shadow); they never reach loan.labelled nor the drift pipelines.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from monitor.join import Joiner
 from monitor.metrics import MonitorMetrics
 from monitor.pipeline import DetectionPipeline, Detections
 from monitor.settings import MonitorSettings
+from monitor.shadow import METRICS, Closed, Half, ShadowJoiner
 from monitor.state import SavedState
 
 logger = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ Source = tuple[str, int, int]  # topic, partition, offset of a record
 Held = tuple[Any, bytes | None, Source]
 BATCH = 1000  # records the agents take at a time (at most), for `on_predictions`/`on_outcomes`
 KEEP_VERSIONS = 3  # pipelines kept for the newest model versions seen
+SHADOW_STATE = "(shadow)"  # the shadow windows' entry in a snapshot: never a model version
 
 
 class MonitorCore:
@@ -54,6 +60,7 @@ class MonitorCore:
         references: Mapping[str, Mapping[str, Any]],
         predictions: MutableMapping[str, bytes],
         outcomes: MutableMapping[str, bytes],
+        shadow: MutableMapping[str, bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -66,6 +73,14 @@ class MonitorCore:
             orphan_ttl=timedelta(seconds=settings.orphan_ttl_s),
             clock_step=timedelta(days=settings.label_clock_step_days),
         )
+        self.shadow = ShadowJoiner(
+            {} if shadow is None else shadow,
+            label_ttl=timedelta(days=settings.label_ttl_days),
+            orphan_ttl=timedelta(seconds=settings.orphan_ttl_s),
+            size=settings.shadow_window,
+            step=settings.shadow_window_step,
+            version_order=version_order,
+        )
         self.times = settings.time_window()
         self.pipelines: dict[str, DetectionPipeline] = {}
         self.topics = {
@@ -76,7 +91,7 @@ class MonitorCore:
         # The per-message counters, looked up once: labels() costs a microsecond per message.
         self._counted = {
             (kind, result): metrics.messages.labels(kind, result)
-            for kind in ("prediction", "outcome")
+            for kind in ("prediction", "outcome", "shadow")
             for result in ("ok", "dead_letter")
         }
         # Selective labels: outcomes exist for approved loans and the explored reviews/declines.
@@ -124,6 +139,12 @@ class MonitorCore:
                 fresh.setdefault(fields["model_version"], []).append(held)
             if example is not None:
                 joined.append((example, value, source))
+                try:  # it came after its outcome: its half of a shadow pair, if one waits
+                    out += self._shadow_closed(
+                        self.shadow.on_champion(fields["application_id"], _half(fields))
+                    )
+                except Exception as err:  # a bug must not stop the join, nor lose the record
+                    out.append(self.internal_error(value, source, "prediction", err))
         for version, batch in fresh.items():
             out += self._monitor(version, "prediction", batch, "prediction")
         return out + self._labelled(joined, "prediction")
@@ -151,7 +172,50 @@ class MonitorCore:
                 continue
             if example is not None:
                 joined.append((example, value, source))
+            try:
+                champion = None if example is None else _half(vars(example))
+                out += self._shadow_closed(self.shadow.on_outcome(outcome, champion, now))
+            except Exception as err:  # a bug must not stop the join, nor lose the record
+                out.append(self.internal_error(value, source, "outcome", err))
         return out + self._labelled(joined, "outcome")
+
+    def on_shadow_predictions(
+        self, messages: Sequence[tuple[bytes | None, Source]]
+    ) -> list[Outgoing]:
+        """A batch of shadow prediction records (a challenger's, from loan.shadow-predictions):
+        joined with the outcomes into the shadow windows only; invalid ones dead-lettered."""
+        out: list[Outgoing] = []
+        now = datetime.now(UTC)
+        for value, source in messages:
+            try:
+                shadow = Prediction.from_json(value or b"")
+                self.times.check("event_time", shadow.event_time, now)
+            except InvalidRecord as err:
+                out.append(self.dead_letter_of(value, source, "shadow", err.reason, err))
+                continue
+            except (ValidationError, ValueError) as err:
+                out.append(self.dead_letter_of(value, source, "shadow", "invalid_prediction", err))
+                continue
+            self._counted["shadow", "ok"].inc()
+            try:
+                went_by = self.joiner.joined_recently(shadow.application_id)
+                out += self._shadow_closed(self.shadow.on_shadow(shadow, now, went_by))
+            except Exception as err:  # a bug must not stop the join, nor lose the record
+                out.append(self.internal_error(value, source, "shadow", err))
+        return out
+
+    def _shadow_closed(self, closed: list[Closed]) -> list[Outgoing]:
+        """The gauges of the shadow windows that closed; nothing to send (returns [])."""
+        for c in closed:
+            metrics = c.window.metrics
+            if metrics is None:
+                continue
+            version = c.version if c.role == "shadow" else (c.champion_version or "")
+            for name in METRICS:
+                value = getattr(metrics, name)
+                if value is not None:
+                    self.metrics.version_window.labels(version, c.role, c.rows, name).set(value)
+        return []
 
     def _labelled(self, joined: list[Held], record: str) -> list[Outgoing]:
         """The joined examples to loan.labelled, then into their versions' pipelines; each
@@ -195,7 +259,7 @@ class MonitorCore:
                 detections = pipeline.on_labelled_batch([h[0] for h in batch])
         except Exception as err:  # a bug must not stop the join, nor lose the records
             return [self.internal_error(v, at, record, err) for _, v, at in batch]
-        return self._detections(detections)
+        return self._detections(detections, version)
 
     def internal_error(
         self, value: bytes | None, source: Source, kind: str, err: Exception
@@ -219,7 +283,7 @@ class MonitorCore:
                 del self.pipelines[old]
         return pipeline
 
-    def _detections(self, detections: Detections) -> list[Outgoing]:
+    def _detections(self, detections: Detections, version: str | None = None) -> list[Outgoing]:
         out: list[Outgoing] = []
         for window in detections.windows:
             for source, metrics in (("realized", window.metrics), ("estimate", window.estimate)):
@@ -229,6 +293,12 @@ class MonitorCore:
                     value = getattr(metrics, name)
                     if value is not None:
                         self.metrics.window.labels(window.scope, name, source).set(value)
+            if version is not None and window.scope == "all" and window.metrics is not None:
+                champion = self.metrics.version_window  # what served, beside the shadows
+                for name in METRICS:
+                    value = getattr(window.metrics, name)
+                    if value is not None:
+                        champion.labels(version, "champion", "all", name).set(value)
         for event in detections.events:
             self.metrics.drift_events.labels(event.signal.value).inc()
             logger.warning(
@@ -255,7 +325,8 @@ class MonitorCore:
         reason: str,
         err: Exception,
     ) -> Outgoing:
-        """The dead letter for a `kind` ("prediction" or "outcome") record that could not be used.
+        """The dead letter for a `kind` ("prediction", "outcome" or "shadow") record that could
+        not be used.
 
         `reason` is "invalid_prediction"/"invalid_outcome" for a record that breaks its contract,
         "internal" for one the monitor failed on (a bug): either way the record is kept, not lost.
@@ -292,16 +363,46 @@ class MonitorCore:
             if check is not None:
                 for feature in check.features:
                     self.metrics.psi.labels(feature.feature).set(feature.psi)
+        self._shadow_gauges(now)
+
+    def _shadow_gauges(self, now: datetime) -> None:
+        """Expire the shadow join's waits; refresh its state and every version's totals."""
+        counts = self.shadow.expire(now, self.joiner.label_clock)
+        for state, value in vars(counts).items():
+            self.metrics.shadow_join.labels(state).set(value)
+        for version, windows in self.shadow.windows.items():
+            champion = windows.champion_version or ""
+            for rows, role, label, total in (
+                ("all", "shadow", version, windows.total("all")),
+                ("paired", "shadow", version, windows.total("shadow")),
+                ("paired", "champion", champion, windows.total("champion")),
+            ):
+                if total is None:
+                    continue
+                if role == "shadow":
+                    self.metrics.shadow_outcomes.labels(version, rows).set(total.count)
+                for name in METRICS:
+                    value = getattr(total, name)
+                    if value is not None:
+                        self.metrics.version_total.labels(label, role, rows, name).set(value)
 
     def snapshot(self) -> dict[str, Any]:
-        """Detector and window state of every pipeline, as plain data (see monitor.state)."""
-        return {version: p.to_dict() for version, p in self.pipelines.items()}
+        """Detector and window state of every pipeline, and the shadow windows under
+        ``SHADOW_STATE``, as plain data (see monitor.state)."""
+        state = {version: p.to_dict() for version, p in self.pipelines.items()}
+        return state | {SHADOW_STATE: self.shadow.to_dict()}
 
     def restore(self, saved: SavedState) -> list[str]:
         """Pipelines from a saved state, for the versions whose reference is known; their names.
         A version whose state cannot be used is logged, counted, and starts fresh."""
         unreadable = dict(saved.unreadable)
         for version, state in saved.pipelines.items():
+            if version == SHADOW_STATE:
+                try:
+                    self.shadow.load(state)
+                except Exception as err:  # as a pipeline's: start the shadow windows fresh
+                    unreadable[version] = f"{type(err).__name__}: {str(err)[:300]}"
+                continue
             reference = self.references.get(version)
             if reference is None:
                 continue
@@ -319,6 +420,13 @@ class MonitorCore:
                 reason,
             )
         return sorted(self.pipelines)
+
+
+def _half(fields: dict[str, Any]) -> Half:
+    """The champion's half of a shadow pair, from a prediction's or example's fields."""
+    return Half(
+        fields["probability"], fields["model_version"], fields["decision"] == Decision.APPROVE
+    )
 
 
 def version_order(version: str) -> tuple[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loanstream.config import default_data_dir
@@ -35,6 +35,14 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
     orphan_ttl_s: float = Field(
         default=600.0, gt=0, description="an outcome waits this long for its prediction"
     )
+    shadow_window: int = Field(
+        default=5000,
+        ge=1,
+        description="labelled rows per count window of a shadow model (and of the paired rows)",
+    )
+    shadow_window_step: int = Field(
+        default=1000, ge=1, description="a shadow count window closes every this many rows"
+    )
     drift_window: int = Field(default=2000, ge=100)
     drift_step: int = Field(default=500, ge=10)
     target_run_length: int = Field(default=10_000_000, ge=1000)
@@ -60,6 +68,15 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
         description="ask the MLflow registry for the champion this often (and at once on a "
         "ModelUpdate)",
     )
+
+    @model_validator(mode="after")
+    def _shadow_windows_fit(self) -> MonitorSettings:
+        if self.shadow_window % self.shadow_window_step:
+            raise ValueError(
+                "shadow_window must be a multiple of shadow_window_step, got "
+                f"{self.shadow_window} and {self.shadow_window_step}"
+            )
+        return self
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"

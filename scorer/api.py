@@ -8,6 +8,9 @@ With a key set, /v1/* needs it in X-API-Key. A body past ``api_max_body_bytes`` 
 Content-Length before it is read, or as soon as a chunked body passes the cap. Parsing,
 validation and scoring run in worker threads, at most ``api_max_concurrency`` at once; a request
 that finds them all busy gets 429 with Retry-After at once instead of waiting in a queue.
+
+A challenger in shadow does not score REST requests: loan.shadow-predictions holds the stream's
+applications only, the ones whose outcomes the monitor joins.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ def _answer(
             errors.append({"index": index, "reason": err.reason, "problems": err.problems})
     if errors:
         return _problem(422, errors[0]["reason"], errors, metrics)
-    model, typical, _ = holder.take()
+    taken = holder.take()  # the challenger does not score REST requests: no shadow here
+    model, typical = taken.model, taken.typical
     if model is None:
         return _problem(
             503, "no_model", [{"field": "model", "problem": "no model loaded"}], metrics

@@ -5,6 +5,11 @@ prediction or one dead letter, and the batch is acknowledged (so Faust may commi
 only after Kafka has acknowledged all of them: batches come from ``noack_take`` and an
 :class:`Acknowledger` acks them once delivered, while the loop scores the next one. Nothing in
 the loop may raise, and sends are retried until they succeed.
+
+A challenger in shadow (the registry's ``challenger`` alias, see scorer.watcher) scores the same
+valid applications of the batch after the champion's predictions are built, into
+loan.shadow-predictions: the champion's predictions are the same bytes with or without it, and a
+challenger that fails is counted and logged, its batch simply has no shadow predictions.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +27,11 @@ import faust
 
 from loanstream.bulk import bulk_take
 from loanstream.config import KafkaSettings
-from loanstream.contracts import DeadLetter, LoanApplication
+from loanstream.contracts import DeadLetter, LoanApplication, Prediction
 from loanstream.errors import InvalidRecord
+from loanstream.models import LoadedModel
 from loanstream.streams import Outgoing, Sender, faust_app
-from loanstream.topics import APPLICATIONS, DEAD_LETTER, PREDICTIONS
+from loanstream.topics import APPLICATIONS, DEAD_LETTER, PREDICTIONS, SHADOW_PREDICTIONS
 from loanstream.validation import ApplicationValidator
 from scorer.core import score_batch
 from scorer.holder import ModelHolder
@@ -45,14 +51,18 @@ class BatchScorer:
         holder: ModelHolder,
         metrics: ScorerMetrics,
         validator: ApplicationValidator,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kafka = kafka
         self.settings = settings
         self.holder = holder
         self.metrics = metrics
         self.validator = validator  # its max_bytes should equal settings.max_message_bytes
+        self.clock = clock
         self.predictions = kafka.topic(PREDICTIONS)
+        self.shadow_predictions = kafka.topic(SHADOW_PREDICTIONS)
         self.dead_letter = kafka.topic(DEAD_LETTER)
+        self._shadow_version: str | None = None  # the challenger the shadow-info metric names
 
     def dead(self, message: Any, reason: str, error: str | Exception) -> Outgoing:
         """The dead letter of an application (bounded, without its values: see DeadLetter)."""
@@ -71,7 +81,7 @@ class BatchScorer:
         return (self.dead_letter, letter.key(), letter.to_json(), None)
 
     def process(self, messages: list[Any]) -> list[Outgoing]:
-        received = datetime.now(UTC)
+        received = self.clock()
         out: list[Outgoing] = []
         apps: list[LoanApplication] = []
         sources: list[Any] = []
@@ -85,8 +95,9 @@ class BatchScorer:
                 out.append(self.dead(message, "internal", err))
         if not apps:
             return out
-        model, typical, swapped = self.holder.take()
-        if swapped and model is not None:
+        taken = self.holder.take()
+        model, typical = taken.model, taken.typical
+        if taken.swapped and model is not None:
             self.metrics.model.info(
                 {"name": model.name, "version": model.version, "sha256": model.sha256}
             )
@@ -95,7 +106,7 @@ class BatchScorer:
         try:
             assert model is not None, "no model loaded"
             predictions = score_batch(
-                model, apps, received, datetime.now(UTC), self.settings.reasons, typical
+                model, apps, received, self.clock(), self.settings.reasons, typical
             )
         except Exception as err:
             logger.exception("scoring a batch of %d failed; dead-lettering it", len(apps))
@@ -104,17 +115,72 @@ class BatchScorer:
         self.metrics.batch_size.observe(len(apps))
         for decision, count in Counter(p.decision.value for p in predictions).items():
             self.metrics.scored.labels(decision, model.version, "stream").inc(count)
-        for prediction, message in zip(predictions, sources, strict=True):
-            out.append(
-                (
-                    self.predictions,
-                    # keyed by application id as the topic table says, whatever key a client sent
-                    prediction.application_id.encode(),
-                    prediction.to_json(),
-                    message.timestamp or None,  # seconds, as Faust counts them
-                )
-            )
+        out += self.outgoing(self.predictions, predictions, sources)
+        challenger = taken.challenger if self.settings.shadow else None
+        self.note_shadow(challenger)
+        shadow = self.shadow(challenger, apps, received) if challenger is not None else []
+        if shadow:  # none when the challenger failed
+            out += self.outgoing(self.shadow_predictions, shadow, sources)
         return out
+
+    @staticmethod
+    def outgoing(
+        topic: str, predictions: Sequence[Prediction], sources: list[Any]
+    ) -> list[Outgoing]:
+        """One record per prediction, keyed by application id as the topic table says (whatever
+        key a client sent), stamped with its application's timestamp."""
+        return [
+            (
+                topic,
+                prediction.application_id.encode(),
+                prediction.to_json(),
+                message.timestamp or None,  # seconds, as Faust counts them
+            )
+            for prediction, message in zip(predictions, sources, strict=True)
+        ]
+
+    def shadow(
+        self, challenger: LoadedModel, apps: list[LoanApplication], received: datetime
+    ) -> list[Prediction]:
+        """The challenger's predictions of ``apps``, without reasons; none when it fails (it
+        never dead-letters an application: the champion answered for each)."""
+        began = time.perf_counter()
+        try:
+            predictions = score_batch(challenger, apps, received, self.clock(), False)
+        except Exception as err:
+            self.metrics.shadow_failures.inc()
+            logger.error(
+                "the challenger %s v%s failed on a batch of %d; no shadow predictions for it: "
+                "%s: %s",
+                challenger.name,
+                challenger.version,
+                len(apps),
+                type(err).__name__,
+                err,
+            )
+            return []
+        self.metrics.shadow_seconds.observe(time.perf_counter() - began)
+        self.metrics.shadow_scored.labels(challenger.version).inc(len(predictions))
+        return predictions
+
+    def note_shadow(self, challenger: LoadedModel | None) -> None:
+        """Keep ``loanstream_scorer_shadow`` on the challenger scoring now, logging changes."""
+        version = challenger.version if challenger is not None else None
+        if version == self._shadow_version:
+            return
+        self._shadow_version = version
+        if challenger is None:
+            self.metrics.shadow.info({"name": "", "version": "", "sha256": ""})
+            logger.info("no challenger in shadow from this batch on")
+            return
+        self.metrics.shadow.info(
+            {"name": challenger.name, "version": challenger.version, "sha256": challenger.sha256}
+        )
+        logger.info(
+            "challenger %s v%s scores in shadow from this batch on",
+            challenger.name,
+            challenger.version,
+        )
 
 
 class Acknowledger:

@@ -60,3 +60,25 @@ class ScorerMetrics:
         )
         self.model = Info("loanstream_scorer_model", "The model scoring now", registry=registry)
         self.ready = Gauge("loanstream_scorer_ready", "1 when a model is loaded", registry=registry)
+        self.shadow_scored = Counter(
+            "loanstream_scorer_shadow_predictions_total",
+            "Applications the challenger scored in shadow (no decision depends on them)",
+            ["model_version"],
+            registry=registry,
+        )
+        self.shadow_failures = Counter(
+            "loanstream_scorer_shadow_failures_total",
+            "Batches the challenger failed to score (the champion's predictions went out)",
+            registry=registry,
+        )
+        self.shadow_seconds = Histogram(
+            "loanstream_scorer_shadow_seconds",
+            "Challenger model time per batch, after the champion's predictions are built",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow = Info(
+            "loanstream_scorer_shadow",
+            "The challenger scoring in shadow (version empty: none)",
+            registry=registry,
+        )

@@ -51,6 +51,11 @@ class ScorerSettings(BaseSettings, TimeWindowSettings):
         "bounds the latency the batching adds",
     )
     reasons: bool = True
+    shadow: bool = Field(
+        default=True,
+        description="also score each batch with the registry's challenger (alias challenger) "
+        "into loan.shadow-predictions; its predictions decide nothing",
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     api_host: str = Field(
         default="127.0.0.1", description="any other than loopback needs api_key (or the opt-out)"

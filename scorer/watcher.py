@@ -7,8 +7,11 @@ model name arrives on loan.model-updates (signed, when a key is set): a message 
 never what to load. A version numbered before the one serving is refused unless
 ``loanstream model rollback`` brought it back. A load that fails (MLflow unreachable, sha256
 mismatch, untrusted type, bad bands) keeps the old model, is counted and logged, and is tried
-again at the next look. If the watcher itself dies, it ends the scorer, which its supervisor
-restarts: a scorer that silently stops following the registry would serve a stale model.
+again at the next look. At each look it also asks for the ``challenger`` alias (unless
+``shadow`` is off) and loads that version with the same verification, to score in shadow
+(scorer.app); no alias, or one naming the champion's version, means no shadow. If the watcher
+itself dies, it ends the scorer, which its supervisor restarts: a scorer that silently stops
+following the registry would serve a stale model.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from loanstream.models import (
     LoadedModel,
     RegisteredModel,
     download_and_load,
+    is_absent,
     registered,
     registry_client,
     repaid_probability,
@@ -68,6 +72,24 @@ def registry_champion(tracking_uri: str, name: str) -> RegisteredModel | None:
     if tracking_uri not in _clients:
         _clients[tracking_uri] = registry_client(tracking_uri)
     return registered(_clients[tracking_uri], name)
+
+
+CHALLENGER_ALIAS = "challenger"
+
+
+def registry_challenger(tracking_uri: str, name: str) -> RegisteredModel | None:
+    """In the loader process: the registry's challenger (the version in shadow), verified as
+    :func:`loanstream.models.registered` verifies a champion; None when there is no alias."""
+    if tracking_uri not in _clients:
+        _clients[tracking_uri] = registry_client(tracking_uri)
+    client = _clients[tracking_uri]
+    try:
+        found = client.get_model_version_by_alias(name, CHALLENGER_ALIAS)
+    except Exception as err:
+        if is_absent(err, CHALLENGER_ALIAS):
+            return None
+        raise
+    return registered(client, name, str(found.version))
 
 
 def _loader_started(niceness: int) -> None:
@@ -134,6 +156,17 @@ class Loader:
             self.close()
             raise
 
+    def challenger(self, tracking_uri: str, name: str) -> RegisteredModel | None:
+        """The registry's challenger, asked from the loader process as ``champion`` is."""
+        if self._pool is None:
+            self.start()
+        assert self._pool is not None
+        try:
+            return self._pool.submit(registry_challenger, tracking_uri, name).result(timeout=120)
+        except BrokenProcessPool:
+            self.close()
+            raise
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -192,6 +225,7 @@ class ModelWatcher(threading.Thread):
         self.on_death = on_death
         self.stopping = threading.Event()
         self.loaded: RegisteredModel | None = None
+        self.shadowed: RegisteredModel | None = None  # the challenger offered to the holder
         self.refused: set[str] = set()  # versions refused as downgrades, logged once each
         self.loader = Loader(settings.loader_niceness)
 
@@ -231,7 +265,61 @@ class ModelWatcher(threading.Thread):
         return asked == "look"
 
     def look(self) -> None:
-        """Load the registry's champion if it is not the model serving (and not a downgrade)."""
+        """Load the registry's champion if it is not the model serving (and not a downgrade),
+        then its challenger if it is not the one in shadow."""
+        self.look_champion()
+        if self.settings.shadow:
+            self.look_challenger()
+
+    def look_challenger(self) -> None:
+        """Offer the registry's challenger for shadow scoring, or none when there is no alias
+        or it names the champion; a challenger that cannot be read or loaded is dropped (the
+        shadow must be the registry's challenger or nothing) and tried again at the next look."""
+        try:
+            uri = self.settings.resolved_tracking_uri()
+            chosen = self.loader.challenger(uri, self.settings.model_name)
+        except Exception as err:
+            self.metrics.model_loads.labels("challenger_registry_error").inc()
+            logger.error(
+                "cannot read the challenger from the registry: %s: %s", type(err).__name__, err
+            )
+            self.drop_challenger()
+            return
+        champion = self.loaded
+        if chosen is None or (champion is not None and chosen.version == champion.version):
+            self.drop_challenger()
+            return
+        shadowed = self.shadowed
+        if shadowed and (chosen.version, chosen.sha256) == (shadowed.version, shadowed.sha256):
+            return
+        logger.info("challenger in the registry: %s v%s; loading it", chosen.name, chosen.version)
+        try:
+            with quick_gil_switches():
+                model = self.loader.load(chosen, uri)
+                warm_up(model)
+        except Exception as err:
+            self.metrics.model_loads.labels("challenger_failed").inc()
+            logger.error(
+                "no shadow scoring: cannot load the challenger %s v%s: %s: %s",
+                chosen.name,
+                chosen.version,
+                type(err).__name__,
+                err,
+            )
+            self.drop_challenger()
+            return
+        self.shadowed = chosen
+        self.metrics.model_loads.labels("challenger_loaded").inc()
+        self.holder.offer_challenger(model)
+        logger.info("loaded challenger %s v%s; it scores in shadow", model.name, model.version)
+
+    def drop_challenger(self) -> None:
+        if self.shadowed is not None:
+            logger.info("challenger v%s leaves the shadow", self.shadowed.version)
+            self.shadowed = None
+            self.holder.offer_challenger(None)
+
+    def look_champion(self) -> None:
         try:
             uri = self.settings.resolved_tracking_uri()
             champion = self.loader.champion(uri, self.settings.model_name)

@@ -1,4 +1,4 @@
-"""`loanstream train`, `loanstream model list|promote|rollback` and `loanstream trainer`."""
+"""`loanstream train`, `loanstream model list|promote|rollback|shadow` and `loanstream trainer`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loanstream.config import kafka_settings
+from loanstream.config import KafkaSettings, kafka_settings
 from loanstream.contracts import as_utc
 from loanstream.errors import LoanStreamError
 from loanstream.progress import progress_bar
@@ -22,7 +22,7 @@ from loanstream.spec import load_spec
 console = Console(soft_wrap=True)
 logger = logging.getLogger(__name__)
 model_app = typer.Typer(
-    help="The registered models: list, promote, roll back.", no_args_is_help=True
+    help="The registered models: list, promote, roll back, put in shadow.", no_args_is_help=True
 )
 
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="feature spec (default: loan)")]
@@ -160,7 +160,30 @@ def model_promote(
     chosen = Registry(settings).promote(version, "promoted by hand", BY_CLI)
     kafka = kafka_settings(bootstrap_servers)
     published = [announce(kafka, chosen.update(), settings.broker_check_s)] if publish else []
+    tell_promotion(kafka, published, chosen.version, "promoted by hand")
     console.print(f"v{chosen.version} is champion{announced(published, kafka.bootstrap_servers)}")
+
+
+def tell_promotion(kafka: KafkaSettings, published: list[bool], version: str, reason: str) -> None:
+    """A promotion by hand on loan.retrain-results too, when its ModelUpdate went out (a broker
+    answered); a failure to is only logged."""
+    from loanstream.contracts import RetrainOutcome, RetrainResult
+    from trainer.pipeline import publish_result
+    from trainer.settings import TrainerSettings
+
+    if not (published and published[-1]):
+        return
+    result = RetrainResult(
+        model_name=TrainerSettings().model_name,
+        outcome=RetrainOutcome.PROMOTED,
+        reason=reason,
+        challenger_version=version,
+        champion_version=version,
+    )
+    try:
+        publish_result(kafka, result)
+    except Exception as err:
+        logger.error("could not publish the retrain result: %s", err)
 
 
 @model_app.command("rollback")
@@ -174,8 +197,35 @@ def model_rollback(publish: PublishOpt = True, bootstrap_servers: BootstrapOpt =
     chosen = Registry(settings).rollback()
     kafka = kafka_settings(bootstrap_servers)
     published = [announce(kafka, chosen.update(), settings.broker_check_s)] if publish else []
+    tell_promotion(kafka, published, chosen.version, "rolled back by hand")
     console.print(
         f"rolled back: v{chosen.version} is champion{announced(published, kafka.bootstrap_servers)}"
+    )
+
+
+@model_app.command("shadow")
+def model_shadow(
+    version: Annotated[str | None, typer.Argument(help="the version to score in shadow")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="no challenger in shadow")] = False,
+) -> None:
+    """Put VERSION in shadow: the scorers score every application with it too, into
+    loan.shadow-predictions, and decide nothing on it; under the shadow promotion policy the
+    trainer promotes or drops it on the live outcomes it shares with the champion."""
+    from trainer.registry import Registry
+    from trainer.settings import TrainerSettings
+
+    if (version is None) == (not clear):
+        raise typer.BadParameter("give a VERSION or --clear, not both")
+    registry = Registry(TrainerSettings())
+    if clear:
+        dropped = registry.clear_challenger()
+        console.print(f"v{dropped} left the shadow" if dropped else "no challenger was in shadow")
+        return
+    assert version is not None
+    shadowing = registry.shadow(version, {"shadow_reason": "put in shadow by hand"})
+    console.print(
+        f"v{shadowing.version.version} is the challenger in shadow since "
+        f"{shadowing.since.isoformat(timespec='seconds')}: the scorers take it at their next look"
     )
 
 

@@ -47,3 +47,15 @@ class TrainerMetrics:
             "Version of the current champion",
             registry=registry,
         )
+        self.shadow_verdicts = Counter(
+            "loanstream_trainer_shadow_verdicts_total",
+            "Judgements of the challenger in shadow: promote, drop, wait (too few outcomes) "
+            "or failed (could not read or decide)",
+            ["verdict"],
+            registry=registry,
+        )
+        self.shadow_outcomes = Gauge(
+            "loanstream_trainer_shadow_outcomes",
+            "Live outcomes the challenger and champion share, at the last judgement",
+            registry=registry,
+        )

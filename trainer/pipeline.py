@@ -8,7 +8,11 @@ minutes of training and before anything is registered or promoted.
 A ModelUpdate only prompts the services to look in the registry now, so a promotion stands
 without it: :func:`announce` publishes when a broker answers and otherwise says the scorers
 will find the champion when they next look. Every update is signed with the Kafka settings'
-``model_update_key`` when one is set."""
+``model_update_key`` when one is set.
+
+Under the ``shadow`` promotion policy a challenger that wins on the holdout is not promoted: it
+becomes the registry's challenger, scored live beside the champion, and trainer.shadow decides
+later. With no champion yet there is nothing to shadow, and the first model is promoted."""
 
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from loanstream.config import KafkaSettings
-from loanstream.contracts import ModelUpdate
+from loanstream.contracts import ModelUpdate, RetrainOutcome, RetrainResult
 from loanstream.kafka.clients import IdempotentProducer
 from loanstream.models import DecisionBands, repaid_probability
 from loanstream.signing import sign_update
 from loanstream.spec import FeatureSpec
-from loanstream.topics import MODEL_UPDATES
+from loanstream.topics import MODEL_UPDATES, RETRAIN_RESULTS
 from trainer.data import time_split
 from trainer.evaluate import classification_metrics
 from trainer.promotion import decide
@@ -41,6 +45,8 @@ from trainer.train import TrainingOptions, train
 
 logger = logging.getLogger(__name__)
 
+SHADOW_TAGS = ("requests", "drift_events")  # round tags a challenger in shadow keeps
+
 
 @dataclass(frozen=True)
 class RoundResult:
@@ -49,6 +55,8 @@ class RoundResult:
     reason: str
     champion_metrics: dict[str, float] | None
     report_dir: Path
+    shadowing: bool = False  # won on the holdout, put in shadow (policy ``shadow``)
+    champion_version: str | None = None  # the champion serving once the round ended
 
 
 def options_from(settings: TrainerSettings, **overrides: object) -> TrainingOptions:
@@ -109,6 +117,18 @@ def announce(kafka: KafkaSettings, update: ModelUpdate, timeout_s: float) -> boo
     return True
 
 
+def publish_result(kafka: KafkaSettings, result: RetrainResult) -> None:
+    """Write how a round (or a verdict) ended to loan.retrain-results, keyed by model name."""
+    with IdempotentProducer(kafka) as producer:
+        producer.produce(kafka.topic(RETRAIN_RESULTS), result.model_name.encode(), result.to_json())
+
+
+def round_outcome(result: RoundResult) -> RetrainOutcome:
+    if result.shadowing:
+        return RetrainOutcome.SHADOWING
+    return RetrainOutcome.PROMOTED if result.promoted else RetrainOutcome.KEPT_CHAMPION
+
+
 def training_round(
     frame: pd.DataFrame,
     spec: FeatureSpec,
@@ -152,12 +172,22 @@ def training_round(
         ("Promoted: " if decision.promote else "Not promoted: ") + decision.reason,
     )
     registry.attach_report(version.run_id, out)
+    shadowing = decision.promote and champion is not None and settings.promotion_policy == "shadow"
+    promoted = decision.promote and not shadowing
     registry.tag_version(
         version.version,
-        "promotion_reason" if decision.promote else "rejection_reason",
+        "shadow_reason"
+        if shadowing
+        else "promotion_reason"
+        if decision.promote
+        else "rejection_reason",
         decision.reason,
     )
-    if decision.promote:
+    if shadowing:
+        registry.shadow(
+            version.version, {k: v for k, v in (tags or {}).items() if k in SHADOW_TAGS}
+        )
+    elif promoted:
         registry.promote(version.version, decision.reason)
         if publisher is not None:
             publisher(version.update())
@@ -165,7 +195,10 @@ def training_round(
         "model %s v%s %s: %s",
         version.name,
         version.version,
-        "promoted" if decision.promote else "kept as challenger",
+        "in shadow" if shadowing else "promoted" if promoted else "not promoted",
         decision.reason,
     )
-    return RoundResult(version, decision.promote, decision.reason, champion_metrics, out)
+    serving = version.version if promoted else champion.version if champion else None
+    return RoundResult(
+        version, promoted, decision.reason, champion_metrics, out, shadowing, serving
+    )

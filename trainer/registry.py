@@ -6,7 +6,12 @@ Promotion fails closed: only MLflow's answer that the model or its alias does no
 "no champion"; any other failure to read the registry (a locked database, a server down) is a
 :class:`RegistryError`, and a round that meets one promotes nothing. Each promotion tags its
 version with who made it (``promoted_by``: trainer, cli or rollback), since the scorer takes a
-lower version than it serves only from a rollback."""
+lower version than it serves only from a rollback.
+
+A registered version is no challenger by itself: the ``challenger`` alias marks the one version
+in shadow (scored beside the champion on live traffic, decided by trainer.shadow), set by a round
+under the ``shadow`` promotion policy or by ``loanstream model shadow``, and tagged with when
+(``shadow_since``) so that the verdict reads only what was scored since."""
 
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PROMOTED_BY = "promoted_by"
-BY_TRAINER, BY_CLI, BY_ROLLBACK = "trainer", "cli", "rollback"
+BY_TRAINER, BY_CLI, BY_ROLLBACK, BY_SHADOW = "trainer", "cli", "rollback", "shadow"
+SHADOW_SINCE = "shadow_since"
 
 
 class RegistryError(LoanStreamError):
@@ -111,6 +117,15 @@ def input_example(
     example with every version, readable by whoever reads the registry), with ``sample``'s
     column types so that it matches the signature."""
     return typical_rows(reference, spec).astype(sample.dtypes.to_dict())
+
+
+@dataclass(frozen=True)
+class Shadowing:
+    """The challenger in shadow: its version, when it was put there, and its version tags."""
+
+    version: RegisteredVersion
+    since: datetime
+    tags: dict[str, str]
 
 
 class Registry:
@@ -194,7 +209,6 @@ class Registry:
             version = str(info.registered_model_version)
         sha = self._sha256(name, version)
         client.set_model_version_tag(name, version, "sha256", sha)
-        client.set_registered_model_alias(name, CHALLENGER, version)
         return RegisteredVersion(
             name, version, run.info.run_id, sha, {k: float(v) for k, v in result.calibrated.items()}
         )
@@ -267,6 +281,50 @@ class Registry:
             client.delete_registered_model_alias(name, CHALLENGER)
         return chosen
 
+    def shadow(self, version: str, tags: dict[str, str] | None = None) -> Shadowing:
+        """Put ``version`` in shadow: it becomes the challenger (replacing any other), tagged
+        with the time from which its shadow predictions count. The champion cannot shadow."""
+        client = self.client
+        name = self.settings.model_name
+        chosen = self.version(version)
+        if not chosen.sha256:
+            raise LoanStreamError(f"{name} v{version} has no sha256 recorded: it cannot shadow")
+        champion = self.champion()
+        if champion is not None and champion.version == chosen.version:
+            raise LoanStreamError(f"{name} v{version} is the champion: it cannot shadow itself")
+        since = datetime.now(UTC)
+        for key, value in {**(tags or {}), SHADOW_SINCE: since.isoformat()}.items():
+            client.set_model_version_tag(name, chosen.version, key, value[:5000])
+        client.set_registered_model_alias(name, CHALLENGER, chosen.version)
+        return Shadowing(chosen, since, tags or {})
+
+    def challenger(self) -> Shadowing | None:
+        """The version in shadow and since when, None when there is none;
+        :class:`RegistryError` when the registry cannot tell."""
+        name = self.settings.model_name
+        try:
+            found = self.client.get_model_version_by_alias(name, CHALLENGER)
+        except Exception as err:
+            if is_absent(err, CHALLENGER):
+                return None
+            raise RegistryError(f"cannot read the challenger of {name}: {err}") from err
+        tags = dict(found.tags)
+        since = tags.get(SHADOW_SINCE)
+        when = (
+            datetime.fromisoformat(since)
+            if since
+            else datetime.fromtimestamp(found.last_updated_timestamp / 1000, UTC)
+        )
+        return Shadowing(self.version(str(found.version)), when, tags)
+
+    def clear_challenger(self) -> str | None:
+        """Take the challenger alias away (no shadow); the version it named, if any."""
+        current = self.challenger()
+        if current is None:
+            return None
+        self.client.delete_registered_model_alias(self.settings.model_name, CHALLENGER)
+        return current.version.version
+
     def rollback(self) -> RegisteredVersion:
         """Make the previous champion champion again."""
         current = self.champion()
@@ -305,7 +363,10 @@ class Registry:
                     "ece": run.data.metrics.get("test_ece"),
                     "rows": run.data.tags.get("data_rows", ""),
                     "champion_since": v.tags.get("champion_since", ""),
-                    "reason": v.tags.get("promotion_reason", v.tags.get("rejection_reason", "")),
+                    "reason": v.tags.get(
+                        "promotion_reason",
+                        v.tags.get("rejection_reason", v.tags.get("shadow_reason", "")),
+                    ),
                     "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(),
                 }
             )

@@ -23,6 +23,12 @@ confirmation on, once it holds as many labelled rows as the lost round had; atte
 
 At start, the champion in the registry and the last ModelUpdate are reconciled
 (:mod:`trainer.reconcile`).
+
+How each round ends is published on loan.retrain-results (waiting for rows, promoted, in shadow,
+champion kept, failed), for people and the alerts command; a result that cannot be published is
+logged. Under the ``shadow`` promotion policy, between request batches and every
+``shadow_check_s``, the challenger in shadow is judged on the live outcomes it shares with the
+champion (:mod:`trainer.shadow`): promoted as a round would promote it, or dropped.
 """
 
 from __future__ import annotations
@@ -40,19 +46,26 @@ from confluent_kafka import KafkaException, Message
 from pydantic import ValidationError
 
 from loanstream.config import KafkaSettings
-from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest
+from loanstream.contracts import (
+    DeadLetter,
+    ModelUpdate,
+    RetrainOutcome,
+    RetrainRequest,
+    RetrainResult,
+)
 from loanstream.errors import InvalidRecord, LoanStreamError
 from loanstream.kafka.clients import CommittingConsumer, IdempotentProducer
 from loanstream.retraining import RetryPolicy
 from loanstream.spec import FeatureSpec
-from loanstream.topics import DEAD_LETTER, LABELLED, RETRAIN_REQUESTS
+from loanstream.topics import DEAD_LETTER, LABELLED, RETRAIN_REQUESTS, RETRAIN_RESULTS
 from trainer.data import read_labelled, rows_to_train
 from trainer.metrics import TrainerMetrics
-from trainer.pipeline import RoundResult, options_from, training_round
+from trainer.pipeline import RoundResult, options_from, round_outcome, training_round
 from trainer.reconcile import announcement, last_update
-from trainer.registry import Registry, RegistryError
+from trainer.registry import BY_SHADOW, Registry, RegistryError
 from trainer.requests import Window, bounded_window, refusal, union_window
 from trainer.settings import TrainerSettings
+from trainer.shadow import ShadowVerdict, Verdict, decide_shadow, read_shared
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +103,11 @@ class RetrainService:
         metrics: TrainerMetrics,
         publisher: Callable[[ModelUpdate], None],
         letters: Callable[[bytes | None, DeadLetter], None] | None = None,
+        results: Callable[[RetrainResult], None] | None = None,
     ) -> None:
         """``letters(key, letter)`` receives each dead letter; by default it is produced to
-        loan.dead-letter."""
+        loan.dead-letter. ``results`` receives how each round or shadow verdict ended; by
+        default it is produced to loan.retrain-results."""
         self.kafka = kafka
         self.spec = spec
         self.settings = settings
@@ -100,6 +115,8 @@ class RetrainService:
         self.metrics = metrics
         self.publisher = publisher
         self.letters = letters or self.send_letter
+        self.results = results or self.send_result
+        self.next_shadow_check = 0.0
         self.last_round_end_ms = 0
         self.retry = RetryPolicy(settings.retry_attempts)
         self.retries: list[RetrainRequest] = []  # follow-ups of lost rounds, for run() to send
@@ -123,6 +140,27 @@ class RetrainService:
 
     def send_letter(self, key: bytes | None, letter: DeadLetter) -> None:
         self.send(self.kafka.topic(DEAD_LETTER), key, letter.to_json())
+
+    def send_result(self, result: RetrainResult) -> None:
+        self.send(self.kafka.topic(RETRAIN_RESULTS), result.model_name.encode(), result.to_json())
+
+    def tell(
+        self, requests: list[RetrainRequest], outcome: RetrainOutcome, **fields: object
+    ) -> None:
+        """Publish how a round on ``requests`` ended; a failure to is logged, never raised."""
+        try:
+            result = RetrainResult(
+                model_name=self.settings.model_name,
+                outcome=outcome,
+                request_ids=[r.request_id for r in requests][:1000],
+                drift_event_ids=sorted({r.drift_event_id for r in requests if r.drift_event_id})[
+                    :1000
+                ],
+                **fields,
+            )
+            self.results(result)
+        except Exception as err:  # a result is news, not a decision: never end the trainer
+            logger.error("could not publish the retrain result (%s): %s", outcome, err)
 
     def dead_letter(
         self,
@@ -232,12 +270,19 @@ class RetrainService:
         return frame
 
     def wait_for_rows(
-        self, window: Window, stop: threading.Event, needed: int
+        self,
+        window: Window,
+        stop: threading.Event,
+        needed: int,
+        on_wait: Callable[[int], None] | None = None,
     ) -> pd.DataFrame | None:
         """The window's rows once there are ``needed`` of them, or whatever the wait ends with;
-        None if the service was stopped while it waited."""
+        None if the service was stopped while it waited. ``on_wait(rows)`` is called once, when
+        the wait begins."""
         deadline = time.monotonic() + self.settings.wait_for_rows_s
         frame = self.window_frame(window)
+        if len(frame) < needed and on_wait is not None and self.settings.wait_for_rows_s > 0:
+            on_wait(len(frame))
         while len(frame) < needed and time.monotonic() < deadline:
             logger.info(
                 "retrain waits for labelled rows since %s: %d of the %d it needs",
@@ -296,6 +341,11 @@ class RetrainService:
     def dead_letter_round(
         self, received: list[Received], reason: str, error: str | BaseException
     ) -> None:
+        self.tell(
+            [r.request for r in received],
+            RetrainOutcome.FAILED,
+            reason=f"{reason}: {error}"[:2000],
+        )
         self.metrics.requests.labels("failed").inc(len(received))
         for r in received:
             self.dead_letter_request(r.message, reason, error)
@@ -305,7 +355,17 @@ class RetrainService:
     ) -> RoundResult | None:
         """Wait for the rows, train, register, promote or not; None when stopped meanwhile."""
         needed = rows_needed(requests, self.settings.min_rows)
-        frame = self.wait_for_rows(union_window(requests), stop, needed)
+
+        def waiting(rows: int) -> None:
+            self.tell(
+                requests,
+                RetrainOutcome.WAITING,
+                reason=f"waiting for labelled rows: {rows} of the {needed} a round needs",
+                rows=rows,
+                rows_needed=needed,
+            )
+
+        frame = self.wait_for_rows(union_window(requests), stop, needed, waiting)
         if frame is None:
             return None  # stopped while waiting: the requests stay uncommitted, read again
         self.metrics.requests.labels("trained").inc(len(requests))
@@ -320,6 +380,9 @@ class RetrainService:
                 self.announce,
                 tags={
                     "requests": ",".join(r.request_id for r in requests)[:5000],
+                    "drift_events": ",".join(
+                        sorted({r.drift_event_id for r in requests if r.drift_event_id})
+                    )[:5000],
                     "reason": requests[0].reason[:500],
                 },
                 on_step=lambda step: logger.info("retrain: %s", step),
@@ -327,10 +390,24 @@ class RetrainService:
         finally:
             self.metrics.seconds.observe(time.monotonic() - began)
             self.last_round_end_ms = int(time.time() * 1000)
-        self.metrics.rounds.labels("promoted" if result.promoted else "rejected").inc()
+        self.metrics.rounds.labels(
+            "shadowing" if result.shadowing else "promoted" if result.promoted else "rejected"
+        ).inc()
         if result.promoted:
             self.metrics.champion.set(float(result.version.version))
-        self.retries += self.follow_ups(requests, result.promoted, len(frame))
+        self.tell(
+            requests,
+            round_outcome(result),
+            reason=result.reason[:2000],
+            challenger_version=result.version.version,
+            champion_version=result.champion_version,
+            metrics=result.version.metrics,
+            champion_metrics=result.champion_metrics or {},
+            rows=len(frame),
+            rows_needed=needed,
+        )
+        # A challenger in shadow has not lost: no retry for its drift (its verdict comes later).
+        self.retries += self.follow_ups(requests, result.promoted or result.shadowing, len(frame))
         return result
 
     def announce(self, update: ModelUpdate) -> None:
@@ -368,6 +445,98 @@ class RetrainService:
         elif champion is not None:
             self.metrics.champion.set(float(champion.version))
         return update
+
+    def check_shadow(self) -> ShadowVerdict | None:
+        """Judge the challenger in shadow on the live outcomes it shares with the champion, and
+        promote or drop it; None when there is none to judge or it could not be read (logged,
+        judged again next time)."""
+        settings = self.settings
+        try:
+            shadowing = self.registry.challenger()
+            if shadowing is None:
+                return None
+            champion = self.registry.champion()
+            challenger = shadowing.version
+            if champion is None or champion.version == challenger.version:
+                return None
+            shared = read_shared(
+                self.kafka,
+                settings.model_name,
+                challenger.version,
+                champion.version,
+                shadowing.since,
+                settings.shadow_max_rows,
+            )
+            verdict = decide_shadow(
+                shared,
+                settings.shadow_min_outcomes,
+                settings.shadow_auc_margin,
+                settings.shadow_ece_bound,
+            )
+            self.metrics.shadow_outcomes.set(verdict.outcomes)
+            self.metrics.shadow_verdicts.labels(verdict.verdict.value).inc()
+            if verdict.verdict == Verdict.WAIT:
+                logger.info("challenger v%s in shadow: %s", challenger.version, verdict.reason)
+                return verdict
+            requests = shadowing.tags.get("requests", "")
+            drifts = shadowing.tags.get("drift_events", "")
+            fields: dict[str, object] = {
+                "reason": verdict.reason,
+                "request_ids": [r for r in requests.split(",") if r][:1000],
+                "drift_event_ids": [d for d in drifts.split(",") if d][:1000],
+                "challenger_version": challenger.version,
+                "metrics": verdict.challenger_metrics,
+                "champion_metrics": verdict.champion_metrics,
+                "rows": verdict.outcomes,
+            }
+            if verdict.verdict == Verdict.PROMOTE:
+                self.registry.promote(challenger.version, f"shadow: {verdict.reason}", BY_SHADOW)
+                self.metrics.champion.set(float(challenger.version))
+                logger.info("challenger v%s promoted: %s", challenger.version, verdict.reason)
+                self.announce(challenger.update())
+                outcome, serving = RetrainOutcome.PROMOTED, challenger.version
+            else:
+                self.registry.clear_challenger()
+                self.registry.tag_version(
+                    challenger.version, "rejection_reason", f"shadow: {verdict.reason}"
+                )
+                logger.info("challenger v%s dropped: %s", challenger.version, verdict.reason)
+                outcome, serving = RetrainOutcome.KEPT_CHAMPION, champion.version
+        except (LoanStreamError, KafkaException) as err:
+            self.metrics.shadow_verdicts.labels("failed").inc()
+            logger.error("could not judge the challenger in shadow: %s", err)
+            return None
+        except Exception:  # a bug in a verdict must not end the service
+            self.metrics.shadow_verdicts.labels("failed").inc()
+            logger.exception("judging the challenger in shadow failed unexpectedly")
+            return None
+        self.publish_verdict(outcome, serving, fields)
+        return verdict
+
+    def publish_verdict(
+        self, outcome: RetrainOutcome, serving: str, fields: dict[str, object]
+    ) -> None:
+        try:
+            self.results(
+                RetrainResult(
+                    model_name=self.settings.model_name,
+                    outcome=outcome,
+                    champion_version=serving,
+                    **fields,
+                )
+            )
+        except Exception as err:
+            logger.error("could not publish the shadow verdict (%s): %s", outcome, err)
+
+    def shadow_due(self) -> bool:
+        """Whether it is time to judge the challenger in shadow (policy ``shadow`` only)."""
+        if self.settings.promotion_policy != "shadow":
+            return False
+        now = time.monotonic()
+        if now < self.next_shadow_check:
+            return False
+        self.next_shadow_check = now + self.settings.shadow_check_s
+        return True
 
     def drilled(self) -> bool:
         """Whether this round is one of the drill's deliberately losing ones."""
@@ -410,6 +579,8 @@ class RetrainService:
                 for retry in self.retries:
                     self.send(topic, retry.model_name.encode(), retry.to_json())
                 self.retries.clear()
+                if self.shadow_due():
+                    self.check_shadow()
                 if self._producer is not None:
                     self._producer.poll(0)  # serve delivery reports
         self.flush()

@@ -86,7 +86,7 @@ acl monitor literal topic "${P}loan.retrain-requests" Write
 acl monitor literal topic "${P}loan.dead-letter" Write
 acl monitor literal topic "${P}loan.monitor-state" Write Read
 acl monitor literal topic "${P}loan.model-updates" Read
-for table in pending-predictions orphan-outcomes; do  # monitor/app.py: TABLES
+for table in pending-predictions orphan-outcomes pending-shadow; do  # monitor/app.py: TABLES
   acl monitor literal topic "$MONITOR_GROUP-$table-changelog" Create Write Read
 done
 acl monitor prefixed topic "${P}loan." Describe DescribeConfigs

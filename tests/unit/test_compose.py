@@ -457,6 +457,7 @@ def test_the_acls_follow_the_topic_prefix_and_the_app_ids() -> None:
     changelogs = {
         "mon-pending-predictions-changelog",
         "mon-orphan-outcomes-changelog",
+        "mon-pending-shadow-changelog",
     }
     assert {t for t in topics if not t.startswith("prod.loan.")} == changelogs
     assert ("monitor", "literal", "group", "mon", "Read") in acls

@@ -155,7 +155,9 @@ def test_a_failing_model_dead_letters_the_batch_instead_of_losing_it(
 
 def test_the_holder_swaps_only_when_the_scorer_takes_the_next_batch(model: LoadedModel) -> None:
     holder = ModelHolder()
-    assert holder.take() == (None, {}, False) and not holder.ready.is_set()
+    taken = holder.take()
+    assert (taken.model, taken.typical, taken.swapped) == (None, {}, False)
+    assert not holder.ready.is_set()
     holder.offer(model)
     assert holder.ready.is_set() and holder.current is model
     newer = LoadedModel(
@@ -169,6 +171,6 @@ def test_the_holder_swaps_only_when_the_scorer_takes_the_next_batch(model: Loade
     )
     holder.offer(newer)
     assert holder.current is model  # the batch in flight keeps its model
-    current, _, swapped = holder.take()
-    assert current is newer and swapped
-    assert holder.take()[2] is False
+    taken = holder.take()
+    assert taken.model is newer and taken.swapped and taken.challenger is None
+    assert holder.take().swapped is False

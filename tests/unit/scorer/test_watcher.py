@@ -71,6 +71,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.champion: str | None = None
+        self.challenger: str | None = None
         self.tags: dict[str, dict[str, str]] = {}
         self.error: Exception | None = None
 
@@ -99,6 +100,11 @@ def watching(registry: Registry) -> tuple[ModelWatcher, list[str], ScorerMetrics
 
         def champion(self, tracking_uri: str, name: str) -> RegisteredModel | None:
             return registered(registry, name)
+
+        def challenger(self, tracking_uri: str, name: str) -> RegisteredModel | None:
+            if registry.challenger is None:
+                return None
+            return registered(registry, name, registry.challenger)
 
     watcher = ModelWatcher(KafkaSettings(), ScorerSettings(), ModelHolder(), metrics)
     watcher.loader = Loader()  # type: ignore[assignment]
@@ -178,3 +184,40 @@ def test_a_watcher_that_dies_ends_the_scorer() -> None:
     with pytest.raises(RuntimeError):
         watcher.run()
     assert ended == [True]
+
+
+def test_the_registry_challenger_is_offered_for_shadow_scoring_and_withdrawn() -> None:
+    registry = Registry()
+    registry.tags = {v: {"sha256": v * 64} for v in ("1", "2", "3")}
+    watcher, loaded, metrics = watching(registry)
+    registry.champion, registry.challenger = "1", "2"
+    watcher.look()
+    watcher.look()  # the same challenger: loaded once
+    assert loaded == ["1", "2"]
+    taken = watcher.holder.take()
+    assert taken.model.version == "1" and taken.challenger.version == "2"  # type: ignore[union-attr]
+    assert metrics.model_loads.labels("challenger_loaded")._value.get() == 1
+    registry.challenger = "3"  # another challenger replaces it
+    watcher.look()
+    assert watcher.holder.take().challenger.version == "3"  # type: ignore[union-attr]
+    registry.champion = "3"  # promoted: the alias naming the champion means no shadow
+    watcher.look()
+    taken = watcher.holder.take()
+    assert taken.model.version == "3" and taken.challenger is None  # type: ignore[union-attr]
+    registry.champion, registry.challenger = "3", "2"
+    registry.tags["2"] = {}  # no sha256 recorded: never loaded, no shadow
+    watcher.look()
+    assert watcher.holder.take().challenger is None and loaded == ["1", "2", "3", "3"]
+    registry.challenger = None
+    watcher.look()
+    assert watcher.holder.take().challenger is None
+
+
+def test_no_challenger_is_looked_for_when_shadow_scoring_is_off() -> None:
+    registry = Registry()
+    registry.tags = {v: {"sha256": v * 64} for v in ("1", "2")}
+    watcher, loaded, _ = watching(registry)
+    watcher.settings = ScorerSettings(shadow=False)
+    registry.champion, registry.challenger = "1", "2"
+    watcher.look()
+    assert loaded == ["1"] and watcher.holder.take().challenger is None

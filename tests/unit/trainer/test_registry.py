@@ -95,7 +95,7 @@ def test_a_registry_locked_while_the_round_trained_registers_but_promotes_nothin
         )
     assert published == []
     (version,) = Registry(settings).list_versions()
-    assert version["aliases"] == ["challenger"]  # registered, never champion
+    assert version["aliases"] == []  # registered, never champion nor in shadow
     assert Registry(settings).champion() is None
 
 

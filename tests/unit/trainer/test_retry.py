@@ -55,6 +55,7 @@ def service(tmp_path: Path, **settings: Any) -> RetrainService:
         Registry(trainer),
         TrainerMetrics(CollectorRegistry()),
         lambda update: None,
+        results=lambda result: None,
     )
 
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 import trainer.service
 from loanstream.config import KafkaSettings
-from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest
+from loanstream.contracts import DeadLetter, ModelUpdate, RetrainRequest, RetrainResult
 from loanstream.errors import DeliveryError, InvalidRecord
 from loanstream.spec import load_spec
 from tests.trainer_data import history
@@ -25,6 +25,7 @@ from trainer.service import Received, RetrainService
 from trainer.settings import TrainerSettings
 
 T = datetime(2026, 3, 1, tzinfo=UTC)
+RESULTS: list[RetrainResult] = []  # what services built here publish on loan.retrain-results
 
 
 class Message:
@@ -88,6 +89,7 @@ def build(
         TrainerMetrics(metrics),
         published.append,
         letters=lambda key, letter: letters.append(letter),
+        results=RESULTS.append,
     )
     return service, letters, published, metrics
 

@@ -93,7 +93,7 @@ def test_register_promote_refuse_a_worse_challenger_and_load_verified(
     assert len(published) == 1  # nothing published for the worse one
     versions = {v["version"]: v for v in registry.list_versions()}
     assert versions[first.version.version]["aliases"] == ["champion"]
-    assert versions[worse.version.version]["aliases"] == ["challenger"]
+    assert versions[worse.version.version]["aliases"] == []  # a loser is not put in shadow
 
     loaded = registry.load()
     assert loaded.version == first.version.version
