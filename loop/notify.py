@@ -91,8 +91,8 @@ class NotifySettings(BaseSettings):
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC-SHA256 key: each request carries X-LoanStream-Signature (sha256=<hex "
-        "of the body>) and X-LoanStream-Timestamp",
+        description="HMAC-SHA256 key: each request carries X-LoanStream-Timestamp and "
+        "X-LoanStream-Signature (sha256=<hex of '<timestamp>.' + body>)",
     )
     webhook_format: Literal["slack", "json"] = Field(
         default="slack", description='slack: {"text": ...}; json: {"kind", "text", "record"}'

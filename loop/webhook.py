@@ -9,15 +9,16 @@ sent meanwhile. Each notice ends exactly once, delivered or not, in ``on_done`` 
 sender thread), which the caller uses to commit offsets or to dead-letter.
 
 With a secret, each request carries ``X-LoanStream-Timestamp`` (Unix seconds) and
-``X-LoanStream-Signature: sha256=<hex HMAC-SHA256 of the body>``, so a receiver can tell our
-messages from anyone's (:func:`signature`). The URL is never logged whole: its path, query and
+``X-LoanStream-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>." + body>``, so a receiver can
+tell our messages from anyone's, and, as the timestamp is signed too, refuse an old one replayed
+(:func:`signature`). The URL is never logged whole: its path, query and
 user info can hold a token (a Slack webhook's path is its secret), see :func:`redact_url`.
 
 >>> body = render(Notice("drift", "PSI of income 0.31", {"a": 1}, None), "json")
 >>> body
 b'{"kind":"drift","text":"PSI of income 0.31","record":{"a":1}}'
->>> signature(body, "s3cret")[:20]
-'sha256=e36d3eac490e6'
+>>> signature(body, "s3cret", 1700000000)[:20]
+'sha256=36d688809e8ad'
 """
 
 from __future__ import annotations
@@ -134,16 +135,18 @@ def render(notice: Notice, format: Format) -> bytes:
     return orjson.dumps({"kind": notice.kind, "text": notice.text, "record": notice.record})
 
 
-def signature(body: bytes, secret: str) -> str:
-    """``sha256=<hex HMAC-SHA256 of body under secret>``: the X-LoanStream-Signature header."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(body: bytes, secret: str, timestamp: int) -> str:
+    """``sha256=<hex HMAC-SHA256 of "<timestamp>." + body under secret>``: the
+    X-LoanStream-Signature header (the X-LoanStream-Timestamp header gives ``timestamp``)."""
+    signed = b"%d." % timestamp + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def headers(body: bytes, secret: str | None, now: float) -> dict[str, str]:
     out = {"Content-Type": "application/json", "User-Agent": "loanstream-notifier"}
     if secret:
         out["X-LoanStream-Timestamp"] = str(int(now))
-        out["X-LoanStream-Signature"] = signature(body, secret)
+        out["X-LoanStream-Signature"] = signature(body, secret, int(now))
     return out
 
 

@@ -194,7 +194,8 @@ def test_one_signed_message_per_record_in_order_of_the_right_kind(
         assert sorted(by_kind) == ["drift", "kept_champion", "model_update", "promoted"]
         assert by_kind["promoted"][0]["record"] == orjson.loads(results[2].to_json())
         for r in receiver.requests:
-            digest = hmac.new(b"whs3cret", r.body, hashlib.sha256).hexdigest()
+            signed = r.headers["X-LoanStream-Timestamp"].encode() + b"." + r.body
+            digest = hmac.new(b"whs3cret", signed, hashlib.sha256).hexdigest()
             assert r.headers["X-LoanStream-Signature"] == f"sha256={digest}"
         topics = [DRIFT_EVENTS, RETRAIN_RESULTS, MODEL_UPDATES]
         ends = {kafka.topic(DRIFT_EVENTS): 5, kafka.topic(RETRAIN_RESULTS): 3}

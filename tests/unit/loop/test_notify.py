@@ -155,11 +155,15 @@ def test_a_secret_signs_each_body_verifiably(receiver: Receiver) -> None:
     s.sink.close()
     assert len(receiver.requests) == 2
     for r in receiver.requests:
-        expected = hmac.new(b"sh4red", r.body, hashlib.sha256).hexdigest()
+        stamp = r.headers["X-LoanStream-Timestamp"]
+        signed = stamp.encode() + b"." + r.body  # the timestamp is signed: no replay later
+        expected = hmac.new(b"sh4red", signed, hashlib.sha256).hexdigest()
         assert r.headers["X-LoanStream-Signature"] == f"sha256={expected}"
-        assert abs(int(r.headers["X-LoanStream-Timestamp"]) - time.time()) < 30
-        forged = hmac.new(b"other", r.body, hashlib.sha256).hexdigest()
+        assert abs(int(stamp) - time.time()) < 30
+        forged = hmac.new(b"other", signed, hashlib.sha256).hexdigest()
         assert r.headers["X-LoanStream-Signature"] != f"sha256={forged}"
+        unstamped = hmac.new(b"sh4red", r.body, hashlib.sha256).hexdigest()
+        assert r.headers["X-LoanStream-Signature"] != f"sha256={unstamped}"
 
 
 def test_a_failing_message_is_retried_with_backoff_then_given_up(receiver: Receiver) -> None:
