@@ -416,7 +416,9 @@ class Notifier:
 
 
 def notify(
-    metrics_port: Annotated[int | None, typer.Option("--metrics-port")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Prometheus /metrics (0: none)")
+    ] = None,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
 ) -> None:
     """Post drift events, promotions and rejected challengers to a webhook (Slack or JSON):
@@ -427,7 +429,7 @@ def notify(
     target = settings.target()  # refuses to start without a URL, before anything else
     kafka = kafka_settings(bootstrap_servers)
     registry = CollectorRegistry()
-    port = metrics_port or settings.metrics_port
+    port = settings.metrics_port if metrics_port is None else metrics_port  # 0: none
     if port:
         start_http_server(port, registry=registry)
     stop = threading.Event()

@@ -21,9 +21,11 @@ skipped when it fails; nothing read is executed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -110,55 +112,51 @@ def decide_shadow(
     return ShadowVerdict(Verdict.PROMOTE, reason, n, mine, theirs)
 
 
-class ShadowProbabilities:
-    """Collects the challenger's probability per application from loan.shadow-predictions
-    records read one by one (a ``parse`` for :func:`loanstream.reading.read_topic`): records
-    of another model or version are left out, invalid ones skipped and counted."""
+class VersionRecords:
+    """Collects one value per application from records of one model version, read one by one
+    (a ``parse`` for :func:`loanstream.reading.read_topic`): each record is checked against
+    ``contract`` (a Prediction or a LabelledExample), records of another model or version are left
+    out, invalid ones skipped and counted."""
 
-    def __init__(self, model_name: str, version: str) -> None:
+    def __init__(
+        self,
+        contract: type[Prediction] | type[LabelledExample],
+        model_name: str,
+        version: str,
+        value: Callable[[Any], Any],
+    ) -> None:
+        self.contract = contract
         self.model_name = model_name
         self.version = version
-        self.probabilities: dict[str, float] = {}
+        self.value = value
+        self.values: dict[str, Any] = {}
         self.invalid = 0
 
-    def __call__(self, key: bytes | None, value: bytes) -> str | None:
-        if len(value) > MAX_RECORD_BYTES:
+    def __call__(self, key: bytes | None, data: bytes) -> str | None:
+        if len(data) > MAX_RECORD_BYTES:
             self.invalid += 1
             return None
         try:
-            prediction = Prediction.from_json(value)
+            record = self.contract.from_json(data)
         except (ValidationError, ValueError):
             self.invalid += 1
             return None
-        if (prediction.model_name, prediction.model_version) != (self.model_name, self.version):
+        if (record.model_name, record.model_version) != (self.model_name, self.version):
             return None
-        self.probabilities[prediction.application_id] = prediction.probability
-        return prediction.application_id  # counted by read_topic against its cap
+        self.values[record.application_id] = self.value(record)
+        return record.application_id  # counted by read_topic against its cap
 
 
-class ChampionOutcomes:
-    """Collects (champion's probability, label) per application from loan.labelled records
-    of the champion's version, as :class:`ShadowProbabilities` does."""
+def shadow_probabilities(model_name: str, version: str) -> VersionRecords:
+    """The challenger's probability per application, from loan.shadow-predictions."""
+    return VersionRecords(Prediction, model_name, version, lambda p: p.probability)
 
-    def __init__(self, model_name: str, version: str) -> None:
-        self.model_name = model_name
-        self.version = version
-        self.outcomes: dict[str, tuple[float, int]] = {}
-        self.invalid = 0
 
-    def __call__(self, key: bytes | None, value: bytes) -> str | None:
-        if len(value) > MAX_RECORD_BYTES:
-            self.invalid += 1
-            return None
-        try:
-            example = LabelledExample.from_json(value)
-        except (ValidationError, ValueError):
-            self.invalid += 1
-            return None
-        if (example.model_name, example.model_version) != (self.model_name, self.version):
-            return None
-        self.outcomes[example.application_id] = (example.probability, int(example.label))
-        return example.application_id
+def champion_outcomes(model_name: str, version: str) -> VersionRecords:
+    """(The champion's probability, the label) per application, from loan.labelled."""
+    return VersionRecords(
+        LabelledExample, model_name, version, lambda e: (e.probability, int(e.label))
+    )
 
 
 def join_shadow(shadow: dict[str, float], outcomes: dict[str, tuple[float, int]]) -> SharedOutcomes:
@@ -178,9 +176,9 @@ def read_shared(
 ) -> SharedOutcomes:
     """Read both topics from ``since`` (bounded by ``max_rows`` records each) and join them."""
     begin_ms = int(since.timestamp() * 1000)
-    shadow = ShadowProbabilities(model_name, challenger)
+    shadow = shadow_probabilities(model_name, challenger)
     read_topic(kafka, kafka.topic(SHADOW_PREDICTIONS), begin_ms, max_rows, timeout_s, parse=shadow)
-    outcomes = ChampionOutcomes(model_name, champion)
+    outcomes = champion_outcomes(model_name, champion)
     read_topic(kafka, kafka.topic(LABELLED), begin_ms, max_rows, timeout_s, parse=outcomes)
     if shadow.invalid or outcomes.invalid:
         logger.warning(
@@ -188,4 +186,4 @@ def read_shared(
             shadow.invalid,
             outcomes.invalid,
         )
-    return join_shadow(shadow.probabilities, outcomes.outcomes)
+    return join_shadow(shadow.values, outcomes.values)

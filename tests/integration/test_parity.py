@@ -1,6 +1,8 @@
 """One core, two drivers: the same seeded stream through the event-time engine and through the
 real Faust scorer and monitor (one-partition topics, the same MLflow store) gives the same
-probability for every application and the same drift events.
+probability for every application and the same drift events; the people watching them get
+exactly those events from `loanstream alerts --json` and one webhook message each from
+`loanstream notify`.
 
 The live side gets the applications first and the outcomes once every prediction is out, in
 label-time order, so the monitor joins them in the order the engine does: with live timing,
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,7 +44,8 @@ from producer.outcomes import LabelPolicy
 from producer.scenarios import Drift, Scenario
 from producer.world import load_world
 from tests.integration.consume import read_all
-from tests.integration.processes import Service, service_env
+from tests.integration.processes import Service, service_env, wait_for
+from tests.unit.loop.test_notify import Receiver
 from trainer.pipeline import publish
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
@@ -85,9 +90,17 @@ def test_the_engine_and_the_services_give_the_same_predictions_and_drift_events(
     registry = Registry(engine_settings(workdir))
     publish(one, registry.version("1").update())
     env = service_env(one, registry.settings, LOANSTREAM_MONITOR_DATA_DIR=str(workdir))
+    receiver = Receiver()  # a webhook: `loanstream notify` posts each drift event to it
+    notify_env = {
+        **env,
+        "LOANSTREAM_NOTIFY_WEBHOOK_URL": receiver.start(),
+        "LOANSTREAM_NOTIFY_WEBHOOK_FORMAT": "json",
+        "LOANSTREAM_NOTIFY_GROUP_ID": f"notifier-{uuid.uuid4().hex[:8]}",
+    }
     services = [
         Service(["scorer", "--no-api"], env, tmp_path / "scorer.log"),
         Service(["monitor", "--metrics-port", "0"], env, tmp_path / "monitor.log"),
+        Service(["notify", "--metrics-port", "0"], notify_env, tmp_path / "notifier.log"),
     ]
     try:
         replay = history.sort_values(SPEC.event_time_column, kind="stable").iloc[4_000:]
@@ -108,9 +121,15 @@ def test_the_engine_and_the_services_give_the_same_predictions_and_drift_events(
             for m in read_all(one, one.topic(DRIFT_EVENTS), 1, timeout_s=60, settle_s=10)
         ]
         assert all(s.process.poll() is None for s in services)
+        drifts = [e.event_id for e in events]
+        posted = lambda: [b["record"]["event_id"] for b in received(receiver, "drift")]  # noqa: E731
+        assert wait_for(lambda: len(posted()) >= len(drifts), 60), services[2].log.read_text()
+        time.sleep(2)  # a second message for one event would come now
+        assert posted() == drifts, "one webhook message per drift event, in order"
     finally:
         for service in services:
             service.stop()
+        receiver.stop()
 
     assert len(live) == len(expected)
     served = pd.Series({k: p.probability for k, p in live.items()})
@@ -149,6 +168,10 @@ def test_the_engine_and_the_services_give_the_same_predictions_and_drift_events(
                   for a in alerts) == ours  # fmt: skip
     assert {a["retrain_status"] for a in alerts} <= {"no_answer", "no_retrain"}
     assert any(a["requests"] for a in alerts), "a confirmed drift asks for a retrain"
+
+
+def received(receiver: Receiver, kind: str) -> list[dict]:
+    return [b for b in (orjson.loads(r.body) for r in list(receiver.requests)) if b["kind"] == kind]
 
 
 def engine_settings(workdir: Path) -> TrainerSettings:

@@ -16,12 +16,12 @@ from trainer.pipeline import options_from, training_round
 from trainer.registry import Registry
 from trainer.settings import TrainerSettings
 from trainer.shadow import (
-    ChampionOutcomes,
-    ShadowProbabilities,
     SharedOutcomes,
     Verdict,
+    champion_outcomes,
     decide_shadow,
     join_shadow,
+    shadow_probabilities,
 )
 
 T = datetime(2026, 3, 1, tzinfo=UTC)
@@ -116,7 +116,7 @@ def labelled(app: str, version: str, p: float, label: int) -> bytes:
 
 
 def test_only_applications_both_versions_scored_and_with_an_outcome_are_joined() -> None:
-    shadow = ShadowProbabilities("loan-repayment", "2")
+    shadow = shadow_probabilities("loan-repayment", "2")
     for key, value in [
         (b"a", prediction("a", "2", 0.9)),
         (b"b", prediction("b", "2", 0.4)),
@@ -128,7 +128,7 @@ def test_only_applications_both_versions_scored_and_with_an_outcome_are_joined()
         (b"z", b" " * 70_000),
     ]:
         shadow(key, value)
-    outcomes = ChampionOutcomes("loan-repayment", "1")
+    outcomes = champion_outcomes("loan-repayment", "1")
     for key, value in [
         (b"a", labelled("a", "1", 0.7, 1)),
         (b"b", labelled("b", "1", 0.6, 0)),
@@ -139,7 +139,7 @@ def test_only_applications_both_versions_scored_and_with_an_outcome_are_joined()
     ]:
         outcomes(key, value)
     assert (shadow.invalid, outcomes.invalid) == (3, 1)
-    shared = join_shadow(shadow.probabilities, outcomes.outcomes)
+    shared = join_shadow(shadow.values, outcomes.values)
     assert shared.application_ids == ("a", "b")
     assert shared.champion.tolist() == [0.7, 0.6]
     assert shared.challenger.tolist() == [0.9, 0.4]
