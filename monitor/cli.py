@@ -43,7 +43,7 @@ def monitor(
     from monitor.metrics import MonitorMetrics
     from monitor.reading import read_state
     from monitor.references import ReferenceWatcher
-    from monitor.service import SHADOW_STATE, MonitorCore
+    from monitor.service import MonitorCore
     from monitor.settings import MonitorSettings
 
     settings = MonitorSettings()
@@ -62,9 +62,7 @@ def monitor(
     watcher = ReferenceWatcher(
         kafka, settings.model_name, settings.resolved_tracking_uri(), settings.registry_poll_s
     )
-    watcher.ensure(
-        v for v in saved.pipelines if v != SHADOW_STATE
-    )  # the versions the saved detectors watch, before they resume
+    watcher.ensure(saved.versions)  # the versions the saved detectors watch, before they resume
     watcher.start()
     if watcher.ready.wait(settings.model_wait_s):
         console.print(f"monitoring {settings.model_name} v{watcher.current}")

@@ -38,7 +38,7 @@ from monitor.metrics import MonitorMetrics
 from monitor.pipeline import DetectionPipeline, Detections
 from monitor.settings import MonitorSettings
 from monitor.shadow import METRICS, Closed, Half, ShadowJoiner
-from monitor.state import SavedState
+from monitor.state import SHADOW_STATE, SavedState
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ Source = tuple[str, int, int]  # topic, partition, offset of a record
 Held = tuple[Any, bytes | None, Source]
 BATCH = 1000  # records the agents take at a time (at most), for `on_predictions`/`on_outcomes`
 KEEP_VERSIONS = 3  # pipelines kept for the newest model versions seen
-SHADOW_STATE = "(shadow)"  # the shadow windows' entry in a snapshot: never a model version
 
 
 class MonitorCore:

@@ -40,6 +40,7 @@ PART_BYTES = 512 * 1024  # well under the broker's default message size limit
 MAX_VERSION_BYTES = 256 * 1024 * 1024  # decompressed: refuse a zip bomb rather than expand it
 OFFSETS_HEADER = "source-offsets"  # on each manifest: the source records its snapshot covers
 SLOTS = ("a", "b")
+SHADOW_STATE = "(shadow)"  # the shadow windows' entry beside the versions: never a model version
 
 
 class StateUnreadable(ValueError):
@@ -51,10 +52,15 @@ class SavedState:
     """What the newest manifest holds: each readable version's state, and why the rest were not
     read (``""`` names the manifest itself)."""
 
-    pipelines: dict[str, Any] = field(default_factory=dict)
+    pipelines: dict[str, Any] = field(default_factory=dict)  # and the shadow windows' entry
     unreadable: dict[str, str] = field(default_factory=dict)
     slot: str | None = None
     keys: set[bytes] = field(default_factory=set)  # part keys on the topic, live or not
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """The model versions' pipeline states (without the shadow windows' entry)."""
+        return {v: state for v, state in self.pipelines.items() if v != SHADOW_STATE}
 
 
 class StateWriter:

@@ -297,7 +297,7 @@ def test_the_monitor_runs_no_code_from_its_state_and_loses_no_label_to_a_wild_ti
     monitor.stop()
     assert monitor.process.returncode == 0
     before = read_state(kafka, app_id)
-    assert sorted(before.pipelines) == sorted(versions) and before.unreadable == {}
+    assert sorted(before.versions) == sorted(versions) and before.unreadable == {}
     restarted = Service(["monitor", "--metrics-port", str(port)], env, tmp_path / "monitor2.log")
     services.append(restarted)
     assert wait_for(lambda: "detector state restored" in restarted.log.read_text(), 180)

@@ -19,11 +19,11 @@ from loanstream.spec import load_spec
 from loanstream.topics import DEAD_LETTER, DRIFT_EVENTS, LABELLED
 from monitor.metrics import MonitorMetrics
 from monitor.performance import WindowMetrics
-from monitor.service import SHADOW_STATE, MonitorCore
+from monitor.service import MonitorCore
 from monitor.settings import MonitorSettings
 from monitor.shadow import Half, ShadowJoiner
 from monitor.simulate import scored_stream
-from monitor.state import SavedState
+from monitor.state import SHADOW_STATE, SavedState
 from tests.scorer_model import small_model
 from tests.trainer_data import history
 
