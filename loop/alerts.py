@@ -32,7 +32,9 @@ does not parse is counted and skipped.
 from __future__ import annotations
 
 import re
+import signal as signals  # `signal` is the command's option
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -383,7 +385,8 @@ class AlertReader:
         consumer = Consumer(
             {
                 **self.kafka.confluent(),
-                "group.id": f"alerts-{uuid.uuid4().hex}",  # never joins: partitions are assigned
+                # never joins (partitions are assigned); read-: the readers' prefix of the ACLs
+                "group.id": f"read-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
             }
@@ -483,16 +486,21 @@ def alerts(
     kafka = kafka_settings(bootstrap_servers)
     reader = AlertReader(kafka)
     show = Shown(json_lines, start, tuple(signal or ()), model)
+    stop = threading.Event()
     try:
         _read_existing(reader, timeout_s, err)
         for line in reader.records.unreadable_lines(kafka.topic):
             err.print(line, markup=False)
         show.all(reader.records.alerts())
-        while follow:
-            if reader.poll(1.0):
+        # Ctrl-C or SIGTERM ends a --follow between two polls (half a second at most): the
+        # consumer is closed from here, not from an exception inside librdkafka's consume.
+        for sig in (signals.SIGINT, signals.SIGTERM):
+            signals.signal(sig, lambda *_: stop.set())
+        while follow and not stop.is_set():
+            if reader.poll(0.5):
                 show.all(reader.records.alerts())
                 show.unreadable(reader.records, kafka, err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C while the topics are read
         pass
     except LoanStreamError as error:
         err.print(f"[red]{error}[/]")
