@@ -165,6 +165,7 @@ def download_and_load(
 
 
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"  # a version scoring in shadow beside the champion
 PROMOTED_BY_TAG = "promoted_by"  # "rollback" on a version `loanstream model rollback` brought back
 
 
@@ -219,19 +220,22 @@ def is_absent(error: Exception, alias: str | None = None) -> bool:
     )
 
 
-def registered(client: Any, name: str, version: str | None = None) -> RegisteredModel | None:
-    """``version`` of model ``name`` (default: its champion) as the registry records it; None
-    when there is no such model or no champion yet. Any other registry error is raised."""
+def registered(
+    client: Any, name: str, version: str | None = None, alias: str = CHAMPION_ALIAS
+) -> RegisteredModel | None:
+    """``version`` of model ``name`` (default: the one its ``alias`` names, the champion) as the
+    registry records it; None when there is no such model or alias yet. Any other registry error
+    is raised."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = (
             client.get_model_version(name, version)
             if version is not None
-            else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+            else client.get_model_version_by_alias(name, alias)
         )
     except MlflowException as err:
-        if is_absent(err, CHAMPION_ALIAS if version is None else None):
+        if is_absent(err, alias if version is None else None):
             return None
         raise
     sha = found.tags.get("sha256", "")

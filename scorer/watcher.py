@@ -36,10 +36,11 @@ import pandas as pd
 from loanstream.config import KafkaSettings
 from loanstream.kafka.clients import arrived, whole_topic_reader
 from loanstream.models import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
     LoadedModel,
     RegisteredModel,
     download_and_load,
-    is_absent,
     registered,
     registry_client,
     repaid_probability,
@@ -67,29 +68,12 @@ def load_compiled(
 _clients: dict[str, Any] = {}  # in the loader process: one MLflow client per tracking URI
 
 
-def registry_champion(tracking_uri: str, name: str) -> RegisteredModel | None:
-    """In the loader process, where MLflow is imported already: the registry's champion."""
+def registry_alias(tracking_uri: str, name: str, alias: str) -> RegisteredModel | None:
+    """In the loader process, where MLflow is imported already: the version the registry's
+    ``alias`` (champion or challenger) names, None when there is none."""
     if tracking_uri not in _clients:
         _clients[tracking_uri] = registry_client(tracking_uri)
-    return registered(_clients[tracking_uri], name)
-
-
-CHALLENGER_ALIAS = "challenger"
-
-
-def registry_challenger(tracking_uri: str, name: str) -> RegisteredModel | None:
-    """In the loader process: the registry's challenger (the version in shadow), verified as
-    :func:`loanstream.models.registered` verifies a champion; None when there is no alias."""
-    if tracking_uri not in _clients:
-        _clients[tracking_uri] = registry_client(tracking_uri)
-    client = _clients[tracking_uri]
-    try:
-        found = client.get_model_version_by_alias(name, CHALLENGER_ALIAS)
-    except Exception as err:
-        if is_absent(err, CHALLENGER_ALIAS):
-            return None
-        raise
-    return registered(client, name, str(found.version))
+    return registered(_clients[tracking_uri], name, alias=alias)
 
 
 def _loader_started(niceness: int) -> None:
@@ -144,25 +128,14 @@ class Loader:
             self.close()
             raise
 
-    def champion(self, tracking_uri: str, name: str) -> RegisteredModel | None:
-        """The registry's champion, asked from the loader process: MLflow (seconds to import,
-        SQLAlchemy at every look) stays out of the scoring process and its GIL."""
+    def registered(self, tracking_uri: str, name: str, alias: str) -> RegisteredModel | None:
+        """The version ``alias`` names, asked from the loader process: MLflow (seconds to
+        import, SQLAlchemy at every look) stays out of the scoring process and its GIL."""
         if self._pool is None:
             self.start()
         assert self._pool is not None
         try:
-            return self._pool.submit(registry_champion, tracking_uri, name).result(timeout=120)
-        except BrokenProcessPool:
-            self.close()
-            raise
-
-    def challenger(self, tracking_uri: str, name: str) -> RegisteredModel | None:
-        """The registry's challenger, asked from the loader process as ``champion`` is."""
-        if self._pool is None:
-            self.start()
-        assert self._pool is not None
-        try:
-            return self._pool.submit(registry_challenger, tracking_uri, name).result(timeout=120)
+            return self._pool.submit(registry_alias, tracking_uri, name, alias).result(timeout=120)
         except BrokenProcessPool:
             self.close()
             raise
@@ -277,7 +250,7 @@ class ModelWatcher(threading.Thread):
         shadow must be the registry's challenger or nothing) and tried again at the next look."""
         try:
             uri = self.settings.resolved_tracking_uri()
-            chosen = self.loader.challenger(uri, self.settings.model_name)
+            chosen = self.loader.registered(uri, self.settings.model_name, CHALLENGER_ALIAS)
         except Exception as err:
             self.metrics.model_loads.labels("challenger_registry_error").inc()
             logger.error(
@@ -322,7 +295,7 @@ class ModelWatcher(threading.Thread):
     def look_champion(self) -> None:
         try:
             uri = self.settings.resolved_tracking_uri()
-            champion = self.loader.champion(uri, self.settings.model_name)
+            champion = self.loader.registered(uri, self.settings.model_name, CHAMPION_ALIAS)
         except Exception as err:  # the registry is down or refuses: serve on, look again later
             self.metrics.model_loads.labels("registry_error").inc()
             logger.error("cannot read the registry: %s: %s", type(err).__name__, err)

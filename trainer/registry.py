@@ -30,6 +30,8 @@ import pandas as pd
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
 from loanstream.models import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
     MODEL_FILE,
     TRUSTED_TYPES,
     LoadedModel,
@@ -44,7 +46,7 @@ from trainer.train import TrainingResult
 
 logger = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER = CHAMPION_ALIAS, CHALLENGER_ALIAS
 PROMOTED_BY = "promoted_by"
 BY_TRAINER, BY_CLI, BY_ROLLBACK, BY_SHADOW = "trainer", "cli", "rollback", "shadow"
 SHADOW_SINCE = "shadow_since"

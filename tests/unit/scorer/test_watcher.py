@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from loanstream.config import KafkaSettings
 from loanstream.contracts import ModelUpdate
 from loanstream.errors import LoanStreamError
-from loanstream.models import LoadedModel, RegisteredModel, registered
+from loanstream.models import CHAMPION_ALIAS, LoadedModel, RegisteredModel, registered
 from loanstream.signing import sign_update
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
@@ -98,10 +98,9 @@ def watching(registry: Registry) -> tuple[ModelWatcher, list[str], ScorerMetrics
             loaded.append(chosen.version)
             return small_model(chosen.version)
 
-        def champion(self, tracking_uri: str, name: str) -> RegisteredModel | None:
-            return registered(registry, name)
-
-        def challenger(self, tracking_uri: str, name: str) -> RegisteredModel | None:
+        def registered(self, tracking_uri: str, name: str, alias: str) -> RegisteredModel | None:
+            if alias == CHAMPION_ALIAS:
+                return registered(registry, name)
             if registry.challenger is None:
                 return None
             return registered(registry, name, registry.challenger)
