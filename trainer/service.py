@@ -148,17 +148,21 @@ class RetrainService:
         self, requests: list[RetrainRequest], outcome: RetrainOutcome, **fields: object
     ) -> None:
         """Publish how a round on ``requests`` ended; a failure to is logged, never raised."""
+        drifts = sorted({r.drift_event_id for r in requests if r.drift_event_id})
+        self.publish_result(
+            outcome,
+            request_ids=[r.request_id for r in requests][:1000],
+            drift_event_ids=drifts[:1000],
+            **fields,
+        )
+
+    def publish_result(self, outcome: RetrainOutcome, **fields: object) -> None:
+        """Publish a RetrainResult (a round's, or a shadow verdict's); a failure to is logged,
+        never raised."""
         try:
-            result = RetrainResult(
-                model_name=self.settings.model_name,
-                outcome=outcome,
-                request_ids=[r.request_id for r in requests][:1000],
-                drift_event_ids=sorted({r.drift_event_id for r in requests if r.drift_event_id})[
-                    :1000
-                ],
-                **fields,
+            self.results(
+                RetrainResult(model_name=self.settings.model_name, outcome=outcome, **fields)
             )
-            self.results(result)
         except Exception as err:  # a result is news, not a decision: never end the trainer
             logger.error("could not publish the retrain result (%s): %s", outcome, err)
 
@@ -510,23 +514,8 @@ class RetrainService:
             self.metrics.shadow_verdicts.labels("failed").inc()
             logger.exception("judging the challenger in shadow failed unexpectedly")
             return None
-        self.publish_verdict(outcome, serving, fields)
+        self.publish_result(outcome, champion_version=serving, **fields)
         return verdict
-
-    def publish_verdict(
-        self, outcome: RetrainOutcome, serving: str, fields: dict[str, object]
-    ) -> None:
-        try:
-            self.results(
-                RetrainResult(
-                    model_name=self.settings.model_name,
-                    outcome=outcome,
-                    champion_version=serving,
-                    **fields,
-                )
-            )
-        except Exception as err:
-            logger.error("could not publish the shadow verdict (%s): %s", outcome, err)
 
     def shadow_due(self) -> bool:
         """Whether it is time to judge the challenger in shadow (policy ``shadow`` only)."""
