@@ -27,9 +27,10 @@ from rich.table import Table
 from loanstream.config import BrokerSettings, KafkaSettings
 from loanstream.frames import application_messages
 from loanstream.kafka.broker import LocalBroker, free_port, kafka_version
+from loanstream.kafka.clients import PRODUCER_DEFAULTS
 from loanstream.spec import load_spec
 from loanstream.topics import APPLICATIONS, OUTCOMES, create_topics
-from producer.emitter import Pacing, outcome_messages
+from producer.emitter import BULK_PRODUCER, Pacing, outcome_messages
 from producer.generator import Generator
 from producer.live import write_history
 from producer.metrics import ProducerMetrics
@@ -42,16 +43,8 @@ console = Console()
 
 
 def plain_loop(kafka: KafkaSettings, apps: list, outcomes: list) -> float:  # type: ignore[type-arg]
-    producer = Producer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "linger.ms": 5,
-            "enable.idempotence": True,
-            "acks": "all",
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
+    """Seconds to produce the pre-built messages and flush, with replay's producer settings."""
+    producer = Producer({**kafka.confluent(), **PRODUCER_DEFAULTS, **BULK_PRODUCER})
     began = time.perf_counter()
     for topic, messages in ((kafka.topic(APPLICATIONS), apps), (kafka.topic(OUTCOMES), outcomes)):
         for key, value, ts in messages:
