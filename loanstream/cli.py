@@ -3,15 +3,18 @@
 Each service, and the ``loop`` package that runs the whole system (demo, backtest, ``up``/
 ``down``/``ps``), adds its commands through the entry points ``loanstream.commands``, so this
 shared package imports none of them. This module wires logging and the shared commands: the
-local broker, topics, schemas and the spec check.
+local broker, topics, schemas, the spec check and the settings reference.
+
+Help texts are plain text, not Rich markup (``rich_markup_mode=None``, which every sub-command
+inherits): with markup on, Rich took ``[default: ...]`` or ``[LOANSTREAM_...]`` in a help string
+for a style tag and dropped it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import Annotated
 
@@ -24,17 +27,34 @@ from loanstream.config import BrokerSettings, KafkaSettings, kafka_settings
 from loanstream.contracts import CONTRACTS
 from loanstream.errors import LoanStreamError
 from loanstream.kafka.broker import LocalBroker, is_reachable
+from loanstream.logs import configure_logging
 from loanstream.spec import load_spec
 from loanstream.topics import create_topics, describe_topics
 from loanstream.validation import ApplicationValidator
 
+EXAMPLES = """Examples:
+
+\b
+  loanstream demo                      # the whole loop on a local broker, ~4 min
+  loanstream kafka start && loanstream topics create
+  loanstream up                        # scorer, monitor, trainer in the background
+  loanstream score applications.csv --out scored.csv
+
+Settings come from LOANSTREAM_* variables and a .env file: see docs/settings.md."""
+
 app = typer.Typer(
     help="LoanStream: real-time credit scoring with drift monitoring.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: see the module docstring
+    context_settings={"max_content_width": 120},  # whole first lines in wide terminals
 )
 kafka_app = typer.Typer(
-    help="The local Apache Kafka broker (no Docker needed).", no_args_is_help=True
+    help="The local Apache Kafka broker (no Docker needed).",
+    epilog="Examples:\n\n\b\n  loanstream kafka start\n  loanstream kafka status"
+    "\n  LOANSTREAM_BROKER_PORT=19092 loanstream kafka start",
+    no_args_is_help=True,
 )
 topics_app = typer.Typer(help="The topics of DESIGN.md, declared once.", no_args_is_help=True)
 spec_app = typer.Typer(help="Feature specs.", no_args_is_help=True)
@@ -45,11 +65,25 @@ app.add_typer(spec_app, name="spec")
 console = Console(soft_wrap=True)  # no hard breaks: scripts grep these lines
 err_console = Console(stderr=True, soft_wrap=True)
 
-PortOpt = Annotated[int | None, typer.Option("--port", help="client port [settings: 9092]")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="jars, logs and data")]
+PortOpt = Annotated[
+    int | None,
+    typer.Option("--port", help="client port [default: 9092, or LOANSTREAM_BROKER_PORT]"),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="jars, logs and data [default: ~/.local/share/loanstream, or "
+        "LOANSTREAM_BROKER_DATA_DIR]",
+    ),
+]
 BootstrapOpt = Annotated[
     str | None,
-    typer.Option("--bootstrap-servers", "-b", help="[LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS]"),
+    typer.Option(
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka brokers [default: 127.0.0.1:9092, or LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS]",
+    ),
 ]
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="feature spec (default: loan)")]
 
@@ -197,6 +231,69 @@ def spec_check(path: Annotated[Path, typer.Argument(help="a feature spec YAML fi
     )
 
 
+@app.command("settings")
+def settings(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write it to this file instead of stdout")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 if --out differs from the settings classes")
+    ] = False,
+) -> None:
+    """Every setting of every service, as a Markdown table (the source of docs/settings.md).
+
+    Examples:
+
+    \b
+      loanstream settings | less
+      loanstream settings --out docs/settings.md
+      loanstream settings --out docs/settings.md --check   # in CI
+    """
+    from loanstream.settingsdoc import markdown
+
+    text = markdown()
+    if out is None:
+        console.out(text, highlight=False)
+    elif check:
+        if not out.exists() or out.read_text() != text:
+            err_console.print(f"{out} is stale: run `loanstream settings --out {out}`")
+            raise typer.Exit(1)
+        console.print(f"{out} is up to date")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, once installed)."""
+    try:
+        return version("loanstream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"loanstream {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="print the version and exit",
+        ),
+    ] = False,
+) -> None:
+    """LoanStream: real-time credit scoring with drift monitoring."""
+
+
 _registered = False
 
 
@@ -211,8 +308,7 @@ def get_app() -> typer.Typer:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    configure_logging()  # LOANSTREAM_LOG_LEVEL and LOANSTREAM_LOG_FORMAT
     try:
         get_app()()
     except LoanStreamError as err:

@@ -3,6 +3,10 @@
 Each service has its own settings class with its own env prefix; the Kafka connection settings
 are shared by all of them (``LOANSTREAM_KAFKA_*``) and passed to every client, SASL/SSL included.
 Nothing else in the project reads ``os.environ``.
+
+Every settings class also reads a ``.env`` file in the working directory (:func:`settings_config`);
+a variable set in the real environment wins over the same one in ``.env``. ``docs/settings.md``
+lists them all (``loanstream settings --markdown`` regenerates it).
 """
 
 from __future__ import annotations
@@ -13,28 +17,54 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_FILE = ".env"
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "loanstream"
 
 
+def settings_config(env_prefix: str) -> SettingsConfigDict:
+    """The configuration of every LoanStream settings class: its env prefix, the ``.env`` file
+    of the working directory under the real environment, and unknown variables ignored."""
+    return SettingsConfigDict(
+        env_prefix=env_prefix, env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
+    )
+
+
 class KafkaSettings(BaseSettings):
     """How every LoanStream client reaches Kafka (env prefix ``LOANSTREAM_KAFKA_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_KAFKA_", extra="ignore")
+    model_config = settings_config("LOANSTREAM_KAFKA_")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
-    ssl_certificate_location: Path | None = None
-    ssl_key_location: Path | None = None
-    ssl_key_password: SecretStr | None = None
-    client_id: str = "loanstream"
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="comma-separated host:port of Kafka brokers"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients connect to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; default PLAIN when the protocol is SASL_*"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (a secret)")
+    ssl_ca_location: Path | None = Field(
+        default=None, description="CA certificate file (PEM) that signed the brokers'"
+    )
+    ssl_certificate_location: Path | None = Field(
+        default=None, description="client certificate file (PEM), for mutual TLS"
+    )
+    ssl_key_location: Path | None = Field(
+        default=None, description="client private key file (PEM), for mutual TLS"
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of the client private key (a secret)"
+    )
+    client_id: str = Field(default="loanstream", description="client.id the brokers log")
     topic_prefix: str = Field(default="", description="prepended to every topic name")
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int = Field(
+        default=1, ge=1, description="replicas of each topic `loanstream topics create` makes"
+    )
     partitions: int | None = Field(
         default=None,
         ge=1,
@@ -102,18 +132,25 @@ def kafka_settings(bootstrap_servers: str | None = None) -> KafkaSettings:
 class BrokerSettings(BaseSettings):
     """The local, embedded Kafka broker (env prefix ``LOANSTREAM_BROKER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_BROKER_", extra="ignore")
+    model_config = settings_config("LOANSTREAM_BROKER_")
 
-    port: int = Field(default=9092, ge=1, le=65535)
+    port: int = Field(default=9092, ge=1, le=65535, description="client port of the broker")
     controller_port: int | None = Field(
         default=None, ge=1, le=65535, description="default: a free port chosen at start"
     )
-    data_dir: Path = Field(default_factory=default_data_dir)
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="jars, logs and data of the local broker; default ~/.local/share/loanstream",
+    )
     jars_dir: Path | None = Field(
         default=None, description="cache of the Kafka jars; default <data_dir>/kafka/<version>"
     )
-    heap: str = Field(default="1g", pattern=r"^\d+[mMgG]$")
-    start_timeout_s: float = Field(default=90.0, gt=0)
-    stop_timeout_s: float = Field(default=30.0, gt=0)
-    mvn: str = "mvn"
-    java: str = "java"
+    heap: str = Field(default="1g", pattern=r"^\d+[mMgG]$", description="JVM heap (-Xmx)")
+    start_timeout_s: float = Field(
+        default=90.0, gt=0, description="longest wait for the broker to answer after start"
+    )
+    stop_timeout_s: float = Field(
+        default=30.0, gt=0, description="wait this long after SIGTERM before SIGKILL"
+    )
+    mvn: str = Field(default="mvn", description="Maven command that fetches the Kafka jars")
+    java: str = Field(default="java", description="Java 17+ command that runs the broker")

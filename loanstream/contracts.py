@@ -123,12 +123,14 @@ class LoanApplication(Contract):
 
 
 class ReasonCode(BaseModel):
-    """One feature that lowered this applicant's probability, and by how much."""
+    """One feature that lowered this applicant's probability, by how much, and in words (the
+    feature spec's description of it; null when the spec gives none)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     feature: str
     contribution: float
+    text: str | None = None
 
 
 class Prediction(Contract):

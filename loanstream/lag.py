@@ -23,9 +23,9 @@ from typing import Protocol
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from loanstream.config import KafkaSettings
+from loanstream.config import KafkaSettings, settings_config
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class LagSettings(BaseSettings):
     """How often and how patiently the lag is read (env prefix ``LOANSTREAM_LAG_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_LAG_", extra="ignore")
+    model_config = settings_config("LOANSTREAM_LAG_")
 
     interval_s: float = Field(default=10.0, gt=0, description="seconds between two readings")
     timeout_s: float = Field(default=5.0, gt=0, description="per admin request to the broker")

@@ -4,13 +4,26 @@ While the broker is down, aiokafka logs the same connection error for every atte
 ERROR lines in 20 s in the broker-outage fault test. :class:`Throttle` lets the first record of
 each message template through, holds back the ones alike that follow within ``every_s``, and says
 how many it held back on the next one it lets through.
+
+:func:`configure_logging` sets up the rest, once per process: the level and the format (text, or
+one JSON object per line for a log collector) come from ``LOANSTREAM_LOG_LEVEL`` and
+``LOANSTREAM_LOG_FORMAT``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from loanstream.config import settings_config
 
 LIBRARIES = ("aiokafka", "faust", "mode")
 
@@ -74,3 +87,82 @@ def throttle_library_logs(every_s: float = 10.0, libraries: Iterable[str] = LIBR
     for name in {*prefixes, *names}:
         logging.getLogger(name).addFilter(throttle)
     return throttle
+
+
+class LogSettings(BaseSettings):
+    """How every LoanStream process logs (env prefix ``LOANSTREAM_LOG_``)."""
+
+    model_config = settings_config("LOANSTREAM_LOG_")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="lowest level logged by LoanStream's own loggers"
+    )
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line "
+        "(time, level, logger, message, exception), for log collectors",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: what log collectors parse without a pattern.
+
+    >>> record = logging.LogRecord("scorer", logging.WARNING, "", 0, "slow %s", ("fetch",), None)
+    >>> record.created = 0.0
+    >>> JsonFormatter().format(record)
+    '{"time":"1970-01-01T00:00:00.000Z","level":"WARNING","logger":"scorer","message":"slow fetch"}'
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, tz=UTC)
+        entry: dict[str, str] = {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
+def logging_config(settings: LogSettings) -> dict[str, Any]:
+    """The :func:`logging.config.dictConfig` of ``settings``: one stderr handler on the root
+    logger. Loggers that exist keep their filters (the :class:`Throttle`) and levels."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter} if settings.format == "json" else {"format": TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"loanstream": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "loanstream",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": settings.level, "handlers": ["stderr"]},
+    }
+
+
+def configure_logging(settings: LogSettings | None = None) -> LogSettings:
+    """Configure logging for this process from ``settings`` (default: the environment and
+    ``.env``); called once in each entry point."""
+    settings = settings or LogSettings()
+    logging.config.dictConfig(logging_config(settings))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    return settings

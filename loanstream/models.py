@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import skops.io as sio
 import yaml
 
 from loanstream.errors import LoanStreamError
+from loanstream.tracking import point_mlflow_at
 
 MODEL_FILE = "model.skops"
 
@@ -40,6 +42,8 @@ TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",
     "sklearn.utils.validation.check_array",
 ]
+TRUSTED_KEY = "trusted_types"  # MLmodel metadata: extra types its owner declared trusted
+TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 class ModelRejected(LoanStreamError):
@@ -77,13 +81,27 @@ def load_model_file(directory: Path, expected_sha256: str | None) -> tuple[Any, 
         raise ModelRejected(
             f"model file sha256 is {actual}, expected {expected_sha256}: refusing to load it"
         )
-    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
-    model = sio.load(path, trusted=TRUSTED_TYPES)
     mlmodel = directory / "MLmodel"
     metadata = read_yaml(mlmodel.read_text()).get("metadata", {}) if mlmodel.exists() else {}
+    # A model registered from outside (`loanstream model register --trust`) may hold the types its
+    # owner declared, recorded beside it; they count only for a file the registry's sha256 vouches
+    # for, so they can widen trust for nothing but the bytes that were checked when registered.
+    trusted = [*TRUSTED_TYPES, *(declared_types(metadata) if expected_sha256 else [])]
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
+    if untrusted:
+        raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
+    model = sio.load(path, trusted=trusted)
     return model, metadata
+
+
+def declared_types(metadata: dict[str, Any]) -> list[str]:
+    """The extra trusted types a model's metadata declares (``module.Class`` names)."""
+    declared = metadata.get(TRUSTED_KEY) or []
+    if not isinstance(declared, list) or not all(
+        isinstance(t, str) and TYPE_NAME.fullmatch(t) for t in declared
+    ):
+        raise ModelRejected(f"{TRUSTED_KEY} in the model's metadata is not a list of type names")
+    return declared
 
 
 def read_yaml(text: str) -> Any:
@@ -151,7 +169,7 @@ def download_and_load(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
+    point_mlflow_at(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         model, metadata = load_model_file(local, expected_sha256)

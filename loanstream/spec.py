@@ -8,6 +8,13 @@ other columns works by pointing at another spec; nothing downstream names a loan
 ('loan-application', 'application_id', 'repaid')
 >>> spec.feature("credit_score").min, spec.feature("credit_score").max
 (300.0, 850.0)
+
+A feature marked ``protected: true`` still feeds the model, but is never given as a reason
+for a decision (lending law forbids some, such as age, as the stated reason for an adverse
+action):
+
+>>> spec.protected_features
+frozenset({'age'})
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from loanstream.errors import SpecError
 
@@ -43,6 +57,7 @@ class NumericFeature(_Strict):
     max: float
     nullable: bool = False
     description: str = ""
+    protected: StrictBool = False  # never given as a reason for a decision
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> NumericFeature:
@@ -59,6 +74,7 @@ class CategoricalFeature(_Strict):
     values: list[str] = Field(min_length=1)
     nullable: bool = False
     description: str = ""
+    protected: StrictBool = False  # never given as a reason for a decision
 
     @model_validator(mode="after")
     def _values_are_unique(self) -> CategoricalFeature:
@@ -105,6 +121,16 @@ class FeatureSpec(_Strict):
     def categorical_features(self) -> list[CategoricalFeature]:
         return [f for f in self.features if isinstance(f, CategoricalFeature)]
 
+    @cached_property
+    def protected_features(self) -> frozenset[str]:
+        """The features never given as a reason for a decision."""
+        return frozenset(f.name for f in self.features if f.protected)
+
+    @cached_property
+    def descriptions(self) -> dict[str, str]:
+        """Each described feature's description: the words a reason code carries."""
+        return {f.name: f.description for f in self.features if f.description}
+
     def feature(self, name: str) -> NumericFeature | CategoricalFeature:
         for f in self.features:
             if f.name == name:
@@ -113,8 +139,14 @@ class FeatureSpec(_Strict):
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the spec's canonical JSON: models record it, so a mismatch is caught."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """sha256 of the spec's canonical JSON: models record it, so a mismatch is caught.
+
+        ``protected`` is left out: it says what a decision may be explained by, not what the
+        data is, so marking a feature protected keeps the fingerprint of its models and drift
+        state.
+        """
+        data = self.model_dump(mode="json", exclude={"features": {"__all__": {"protected"}}})
+        canonical = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()
 
 

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from loanstream.config import KafkaSettings
 from loanstream.delivery import use_transport
 from loanstream.kafka.clients import PRODUCER_DEFAULTS
-from loanstream.logs import LIBRARIES, throttle_library_logs
+from loanstream.logs import LIBRARIES, LogSettings, logging_config, throttle_library_logs
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ def run_worker(app: faust.App, name: str) -> None:
     for library in LIBRARIES:
         logging.getLogger(library).setLevel(logging.WARNING)
     throttle_library_logs()
+    # the worker replaces the root logger's handlers: it gets the process's own configuration
+    app.conf.logging_config = logging_config(LogSettings())
     sys.argv = [name, "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 

@@ -478,7 +478,13 @@ def alerts(
 ) -> None:
     """Each drift alert as a person reads it: what moved and by how much against its threshold,
     since when, which model version, which retrain it asked for and how that ended.
-    Example: loanstream alerts --since 7d --signal concept"""
+
+    Examples:
+
+    \b
+      loanstream alerts --since 7d --signal concept
+      loanstream alerts --follow --json
+    """
     from rich.console import Console
 
     err = Console(stderr=True, soft_wrap=True)

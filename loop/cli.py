@@ -33,7 +33,14 @@ def demo(
     port: PortOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """The whole loop: broker, first model, services, a drifting stream, retrain, hot swap."""
+    """The whole loop: broker, first model, services, a drifting stream, retrain, hot swap.
+
+    Examples:
+
+    \b
+      loanstream demo --quick     # under 3 minutes
+      loanstream demo --out runs
+    """
     from loop.demo import FULL, QUICK, run_demo  # imports what only the demo needs
     from loop.supervise import stop_children_on_sigterm
 
@@ -132,7 +139,14 @@ def backtest(
 ) -> None:
     """Replay a labelled history through the whole loop in event time (deterministic, no
     broker): when drift is detected, what the loop does, stale scoring, and the portfolio with
-    vs without retraining. Example: loanstream backtest history.parquet --label-delay 30d"""
+    vs without retraining.
+
+    Examples:
+
+    \b
+      loanstream backtest history.parquet --label-delay 30d
+      loanstream backtest history.parquet --labels approved --policy performance
+    """
     if through_kafka:
         from loop.kafka_backtest import Options, run_backtest
         from loop.supervise import stop_children_on_sigterm

@@ -43,7 +43,7 @@ from loanstream.topics import (
     RETRAIN_REQUESTS,
     create_topics,
 )
-from loop.story import Labelled, LoopSummary, Scored, position_of, summarize
+from loop.story import Labelled, LoopSummary, Scored, phase_rows, position_of, summarize
 from loop.supervise import ServiceCommand, Supervisor, describe_dead, tail
 
 
@@ -135,6 +135,10 @@ class Demo:
             "LOANSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             "LOANSTREAM_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
             "LOANSTREAM_TRAINER_DATA_DIR": str(store),
+            # The run's own store, on purpose over a MLFLOW_TRACKING_URI the shell may export:
+            # a demo never registers its models in the team's server.
+            "MLFLOW_TRACKING_URI": uri,
+            "LOANSTREAM_TRAINER_TRACKING_URI": uri,
             "LOANSTREAM_TRAINER_CANDIDATES": orjson.dumps(self.plan.candidates.split(",")).decode(),
             "LOANSTREAM_TRAINER_SEARCH_CANDIDATES": str(self.plan.search_candidates),
             "LOANSTREAM_TRAINER_MIN_ROWS": str(self.plan.min_rows),
@@ -364,13 +368,16 @@ class Progress:
         return max(versions, key=lambda v: (len(v), v), default="-")
 
     def rows(self) -> list[tuple[str, str]]:
-        accuracy = self.value(
-            "monitor",
-            "loanstream_monitor_window_metric",
-            scope="all",
-            metric="accuracy",
-            source="realized",
-        )
+        realized = {
+            name: self.value(
+                "monitor",
+                "loanstream_monitor_window_metric",
+                scope="all",
+                metric=name,
+                source="realized",
+            )
+            for name in ("auc", "gini", "ks")
+        }
         drift = {
             dict(labels)["signal"]: int(v)
             for (name, labels), v in self.samples.get("monitor", {}).items()
@@ -396,7 +403,7 @@ class Progress:
             ("scored", f"{self.scored():,.0f}  ({self.rate():,.0f}/s)"),
             ("model version serving", self.version()),
             ("labelled (outcome joined)", f"{self.labelled():,.0f}"),
-            ("windowed accuracy (realized)", f"{accuracy:.3f}" if accuracy else "-"),
+            ("windowed AUC / Gini / KS (realized)", ranked(realized)),
             ("drift events", ", ".join(f"{k} {v}" for k, v in drift.items()) or "none yet"),
             ("retrains", ", ".join(f"{k} {v}" for k, v in retrains.items()) or training),
         ]
@@ -441,6 +448,13 @@ def labelled_parser(position: Callable[[str], int | None] = position_of) -> Pars
     return parse
 
 
+def ranked(metrics: dict[str, float]) -> str:
+    """``0.812 / 0.624 / 0.471``: AUC, Gini and KS, "-" until a window has closed."""
+    if not metrics.get("auc"):
+        return "-"
+    return " / ".join(f"{metrics.get(k, 0.0):.3f}" for k in ("auc", "gini", "ks"))
+
+
 def print_summary(console: Console, s: LoopSummary, run_dir: Path) -> None:
     def at(position: int | None, wall: str | None) -> str:
         if position is None:
@@ -462,11 +476,8 @@ def print_summary(console: Console, s: LoopSummary, run_dir: Path) -> None:
     table.add_row("scored by the stale model after the drift", f"{s.stale_scored or 0:,}")
     by_version = ", ".join(f"v{k}: {v:,}" for k, v in sorted(s.scored_by_version.items()))
     table.add_row("applications scored", f"{s.scored:,} ({by_version})")
-    for phase in s.phases:
-        value = "-" if phase.accuracy is None else f"{phase.accuracy:.3f}"
-        table.add_row(
-            f"accuracy {phase.name} (v{phase.model_version})", f"{value} on {phase.count:,}"
-        )
+    for name, value in phase_rows(s.phases):
+        table.add_row(name, value)
     console.print(table)
     console.print(f"summary: {run_dir / 'summary.json'}")
 
@@ -495,7 +506,8 @@ def run_demo(
         result = demo.summary()
         on_summary(result)
         print_summary(console, result, demo.run_dir)
-        demo.command("writing the HTML report", ["report", "--out", str(demo.run_dir)])
+        report = ["report", "--out", str(demo.run_dir), "--labels", "all"]  # no selective labels
+        demo.command("writing the HTML report", report)
         console.print(f"report: {demo.run_dir / 'report.html'}")
         return result
     finally:

@@ -253,7 +253,7 @@ class EventTimeLoop:
         apps = self.timeline.applications(start, end, self.spec)
         at = moment(int(self.timeline.app_ms[end - 1]))
         predictions = score_batch(
-            model, apps, at, at, self.options.with_reasons, self.typical[version]
+            model, apps, at, at, self.options.with_reasons, self.typical[version], self.spec
         )
         record = self.record
         record.version_of[start:end] = record.versions.index(version)

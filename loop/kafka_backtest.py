@@ -33,7 +33,7 @@ from rich.table import Table
 
 from loanstream.errors import LoanStreamError
 from loanstream.spec import FeatureSpec, load_spec
-from loop.story import Labelled, LoopSummary
+from loop.story import Labelled, LoopSummary, phase_rows
 from loop.timeline import Split, split_history
 
 logger = logging.getLogger(__name__)
@@ -450,9 +450,13 @@ def run_backtest(options: Options, console: Console) -> dict[str, Any]:
         result["detected_event_position"] = event_position(
             split.replay, spec, loop.confirmed_on_event_time
         )
+        result["first_evidence_position"] = event_position(
+            split.replay, spec, loop.first_evidence_event_time
+        )
         result["wall_s"] = round(time.monotonic() - began, 1)
         (run.run_dir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        run.command("writing the monitor's HTML report", ["report", "--out", str(run.run_dir)])
+        report = ["report", "--out", str(run.run_dir), "--labels", "all"]  # the file's every label
+        run.command("writing the monitor's HTML report", report)
         write_report(run.run_dir, result, loop, records.labelled, baseline)
         print_backtest(console, result, loop)
         console.print(f"backtest report: {run.run_dir / 'backtest.html'}")
@@ -514,8 +518,15 @@ def build_summary(
 
 
 def plot_rolling(
-    path: Path, loop: LoopSummary, labelled: list[Labelled], baseline: np.ndarray
+    path: Path,
+    loop: LoopSummary,
+    labelled: list[Labelled],
+    baseline: np.ndarray,
+    evidence: tuple[int | None, int | None] = (None, None),
 ) -> None:
+    """Rolling accuracy with and without retraining; the drift drawn where it became known
+    (the application the scorer had reached when the alarm came), its ``evidence`` (positions
+    of the first and the confirming labelled application) shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -526,9 +537,13 @@ def plot_rolling(
     fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.plot(at, with_, label="with retraining (served)")
     ax.plot(at, without, label="without retraining (first champion)", linestyle="--")
+    first, confirmed = evidence
+    if first is not None and confirmed is not None:
+        low, high = min(first, confirmed), max(first, confirmed)
+        ax.axvspan(low, max(high, low + 1), color="tab:red", alpha=0.12, lw=0, label="evidence")
     marks = [
         (loop.drift_position, "true onset", "black"),
-        (loop.detected_position, "detected", "tab:red"),
+        (loop.detected_position, "drift known (alarm)", "tab:red"),
         (loop.first_served_position, f"v{loop.promoted_version} serving", "tab:green"),
     ]
     for x, name, colour in marks:
@@ -555,6 +570,10 @@ Positions count from the first replayed application.</p>
 </table>
 <h2>With and without retraining</h2>
 <img src="rolling_accuracy.png" alt="rolling accuracy with and without retraining">
+<p>The drift is drawn where it became known: the application the scorer had reached when the
+alarm came. The shaded band spans the applications whose outcomes were its evidence, from the
+first to the confirming one; outcomes arrive late, so the band lies before the alarm and can
+start before the onset.</p>
 <table><tr><th>rows</th><th>from</th><th>n</th><th>with</th><th>without</th><th>gain</th></tr>
 {% for name, c in s.with_vs_without.items() %}<tr><td>{{ name }}</td>
 <td>{{ c.from_position }}</td><td>{{ c.rows }}</td><td>{{ fmt(c.with_retraining) }}</td>
@@ -596,12 +615,7 @@ def story(loop: LoopSummary, summary: Mapping[str, Any]) -> list[tuple[str, str]
         ("scored by a stale model", f"{loop.stale_scored or 0:,}"),
         ("applications scored", f"{loop.scored:,}"),
     ]
-    for phase in loop.phases:
-        value = "-" if phase.accuracy is None else f"{phase.accuracy:.3f}"
-        rows.append(
-            (f"accuracy {phase.name} (v{phase.model_version})", f"{value} on {phase.count:,}")
-        )
-    return rows
+    return rows + phase_rows(loop.phases)
 
 
 def _fmt(x: float | None) -> str:
@@ -617,7 +631,8 @@ def write_report(
 ) -> Path:
     import jinja2
 
-    plot_rolling(run_dir / "rolling_accuracy.png", loop, labelled, baseline)
+    evidence = (summary.get("first_evidence_position"), summary.get("detected_event_position"))
+    plot_rolling(run_dir / "rolling_accuracy.png", loop, labelled, baseline, evidence)
     html = jinja2.Environment(autoescape=True).from_string(TEMPLATE)
     path = run_dir / "backtest.html"
     path.write_text(html.render(s=summary, rows=story(loop, summary), fmt=_fmt))

@@ -15,8 +15,9 @@ one column among them: on a portfolio with 5% defaults, "repaid" for everyone sc
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
+from loanstream.creditrisk import gini, ks_statistic
 from trainer.evaluate import expected_calibration_error
 
 NAMES = (
@@ -42,9 +43,7 @@ def decision_cost(y: np.ndarray, decisions: np.ndarray, costs: np.ndarray) -> np
     approve, decline = decisions == "approve", decisions == "decline"
     review = ~(approve | decline)
     return (
-        approve * (y == 0) * costs[:, 0]
-        + decline * (y == 1) * costs[:, 1]
-        + review * costs[:, 2]
+        approve * (y == 0) * costs[:, 0] + decline * (y == 1) * costs[:, 1] + review * costs[:, 2]
     )
 
 
@@ -57,17 +56,13 @@ def risk_measures(
         return dict.fromkeys(NAMES) | {"rows": 0}
     both = 0 < y.sum() < n
     auc = float(roc_auc_score(y, p)) if both else None
-    ks = None
-    if both:
-        fpr, tpr, _ = roc_curve(y, p)
-        ks = float(np.max(tpr - fpr))
     clipped = np.clip(p, 1e-6, 1 - 1e-6)
     log_loss = -np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
     return {
         "rows": n,
         "auc": auc,
-        "gini": None if auc is None else 2 * auc - 1,
-        "ks": ks,
+        "gini": gini(auc),
+        "ks": ks_statistic(y, p),
         "brier": float(np.mean((p - y) ** 2)),
         "log_loss": float(log_loss),
         "ece": expected_calibration_error(y, p),

@@ -33,10 +33,10 @@ import orjson
 import typer
 from confluent_kafka import KafkaError, KafkaException, Message
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode
 from rich.console import Console
 
-from loanstream.config import KafkaSettings, kafka_settings
+from loanstream.config import KafkaSettings, kafka_settings, settings_config
 from loanstream.contracts import (
     Contract,
     DeadLetter,
@@ -84,7 +84,7 @@ DEFAULT_KINDS = frozenset({Kind.DRIFT, *RESULT_KINDS})
 class NotifySettings(BaseSettings):
     """The notifier (env prefix ``LOANSTREAM_NOTIFY_``); it runs only with a webhook URL."""
 
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_NOTIFY_", extra="ignore")
+    model_config = settings_config("LOANSTREAM_NOTIFY_")
 
     webhook_url: SecretStr | None = Field(
         default=None, description="http(s) URL to POST to; a secret (a Slack URL's path is one)"

@@ -1,5 +1,6 @@
 """The backtest's HTML report: the loop's moments, the detections, the retrain attempts, the
-phases with and without retraining, and a plot of rolling AUC and decision cost."""
+phases with and without retraining (ranking first: AUC, Gini, KS; accuracy at 0.5 last), and a
+plot of rolling AUC with the drift drawn where its confirming label arrived, evidence shaded."""
 
 from __future__ import annotations
 
@@ -23,17 +24,22 @@ Measures use every label the history holds (the truth a backtest knows); the loo
 {{ "{:,}".format(s.rows.labelled_in_loop) }} of them.</p>
 <h2>What the loop did</h2><table>
 {% for name, m in moments %}<tr><th>{{ name }}</th><td>{{ m }}</td></tr>{% endfor %}</table>
-<img src="{{ plot }}" alt="rolling AUC and cost, with and without retraining" width="100%">
+<img src="{{ plot }}" alt="rolling AUC and Gini, with and without retraining" width="100%">
+<p>The drift is drawn where it became knowable: the application the stream had reached when the
+label that confirmed it arrived. The shaded band spans the applications whose labels were its
+evidence, from the first to the confirming one; labels come late, so it lies before that line
+and can start before the onset.</p>
 <h2>Phases and with / without retraining</h2>
 <table><tr><th>stretch</th>{% for n in names %}<th>{{ n }}</th>{% endfor %}</tr>
 {% for name, m in phases %}<tr><td>{{ name }}</td>
 {% for n in names %}<td>{{ fmt(m[n]) }}</td>{% endfor %}</tr>{% endfor %}</table>
 <h2>Detections (every signal)</h2><table><tr><th>signal</th><th>detector</th><th>feature</th>
-<th>version</th><th>evidence from</th><th>known at</th><th>statistic / threshold</th>
-<th>false alarm</th></tr>
+<th>version</th><th>evidence from</th><th>evidence to</th><th>known at</th>
+<th>statistic / threshold</th><th>false alarm</th></tr>
 {% for e in s.detections.events %}<tr><td>{{ e.signal }}</td><td>{{ e.detector }}</td>
 <td>{{ e.feature or "" }}</td><td>{{ e.model_version }}</td><td>{{ pos(e.evidence) }}</td>
-<td>{{ pos(e.known) }}</td><td>{{ fmt(e.statistic) }} / {{ fmt(e.threshold) }}</td>
+<td>{{ pos(e.confirmed_on) }}</td><td>{{ pos(e.known) }}</td>
+<td>{{ fmt(e.statistic) }} / {{ fmt(e.threshold) }}</td>
 <td>{{ "yes" if e.false_alarm else "" }}</td></tr>
 {% else %}<tr><td>none</td></tr>{% endfor %}</table>
 <h2>Retrain attempts</h2><table><tr><th>#</th><th>by</th><th>requested</th><th>window from</th>
@@ -85,6 +91,30 @@ def moments(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def evidence_span(loop: dict[str, Any]) -> tuple[int, int] | None:
+    """Positions of the first and the confirming application of the first detection, in
+    order, at least one position wide; None without a detection.
+
+    >>> evidence_span({"first_evidence": {"position": 40}, "confirming_application": None})
+    >>> evidence_span({"first_evidence": {"position": 40},
+    ...                "confirming_application": {"position": 25}})
+    (25, 40)
+    """
+    first, confirming = loop.get("first_evidence"), loop.get("confirming_application")
+    if not first or not confirming:
+        return None
+    low, high = sorted((int(first["position"]), int(confirming["position"])))
+    return low, max(high, low + 1)
+
+
+def _to_gini(auc: Any) -> Any:
+    return 2 * auc - 1
+
+
+def _from_gini(gini: Any) -> Any:
+    return (gini + 1) / 2
+
+
 def plot(result: BacktestResult, path: Path) -> None:
     import matplotlib
 
@@ -107,9 +137,12 @@ def plot(result: BacktestResult, path: Path) -> None:
     ax.plot(xs, with_, label="served (with retraining)")
     ax.plot(xs, without, linestyle="--", label="first champion (without)")
     s = result.data
+    span = evidence_span(s["loop"])
+    if span is not None:
+        ax.axvspan(*span, color="tab:red", alpha=0.12, lw=0, label="evidence (labels used)")
     marks = [
         (s["onset"], "onset", "black"),
-        (s["loop"]["confirmed"], "confirmed", "tab:red"),
+        (s["loop"]["confirmed"], "drift known (confirming label arrived)", "tab:red"),
         (s["loop"]["first_served"], "new model serves", "tab:green"),
     ]
     for moment, name, colour in marks:
@@ -117,6 +150,8 @@ def plot(result: BacktestResult, path: Path) -> None:
             ax.axvline(moment["position"], color=colour, linestyle=":", label=name)
     ax.set_xlabel("application position")
     ax.set_ylabel(f"AUC over {window:,} labelled applications")
+    gini_axis = ax.secondary_yaxis("right", functions=(_to_gini, _from_gini))
+    gini_axis.set_ylabel("Gini = 2 AUC - 1")
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from loanstream.contracts import DriftSignal
+from loanstream.creditrisk import gini
 from loop.engine import Attempt, Known, Record, moment, ms_of
 from loop.measures import risk_measures
 from loop.timeline import LABEL_TIME, Timeline
@@ -101,6 +102,8 @@ def attempt_row(a: Attempt, timeline: Timeline) -> dict[str, Any]:
         "why": a.reason,
         "challenger_auc": a.challenger_auc,
         "champion_auc": a.champion_auc,
+        "challenger_gini": gini(a.challenger_auc),
+        "champion_gini": gini(a.champion_auc),
         "serves_from": served_from(timeline, a.swap_ms),
         "covered_requests": len(a.covered),
     }
@@ -225,9 +228,7 @@ def summarize(
             "promotions": sum(1 for a in record.attempts if a.outcome == "promoted"),
             "requests_covered_by_a_round_in_flight": record.covered_requests,
         },
-        "served_by_version": dict(
-            sorted(Counter(predictions["model_version"].tolist()).items())
-        ),
+        "served_by_version": dict(sorted(Counter(predictions["model_version"].tolist()).items())),
         "stale_scoring": stale,
         "phases": phases,
         "with_vs_without_retraining": compare,
@@ -273,15 +274,16 @@ def _loop_moments(
             "feature": first.event.feature,
         },
         "first_evidence": at(timeline, ms_of(first.event.first_event_time)) if first else None,
+        "confirming_application": at(timeline, ms_of(first.event.confirmed_event_time))
+        if first
+        else None,
         "confirmed": at(timeline, first.known_ms) if first else None,
         "retrain_requested": at(timeline, request.requested_ms) if request else None,
         "training_started": at(timeline, promoted.started_ms) if promoted else None,
         "promoted": at(timeline, promoted.done_ms) if promoted else None,
         "promoted_version": promoted.version if promoted else None,
         "first_served": served_from(timeline, served[0]) if served else None,
-        "attempts_until_promotion": None
-        if promoted is None
-        else attempts.index(promoted) + 1,
+        "attempts_until_promotion": None if promoted is None else attempts.index(promoted) + 1,
     }
 
 

@@ -17,7 +17,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
 from loanstream.contracts import DriftEvent, DriftSignal, ModelUpdate, RetrainRequest
+from loanstream.creditrisk import gini, ks_statistic
 
 # The signals that say the model itself is wrong now (not only that inputs moved).
 PERFORMANCE_SIGNALS = (DriftSignal.CONCEPT, DriftSignal.PERFORMANCE)
@@ -42,12 +46,16 @@ class Labelled:
 
 @dataclass(frozen=True)
 class Phase:
-    """Realized accuracy (repaid predicted when p >= 0.5) of one stretch of the stream."""
+    """Realized ranking (AUC, Gini, KS) and accuracy (repaid predicted when p >= 0.5) of one
+    stretch of the stream; a ranking measure is None while the stretch lacks a class."""
 
     name: str
     model_version: str
     count: int
     accuracy: float | None
+    auc: float | None = None
+    gini: float | None = None
+    ks: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class LoopSummary:
     scored_by_version: dict[str, int]
     drift_events: dict[str, int]  # by signal
     phases: list[Phase]
+    first_evidence_event_time: str | None = None  # the event time of the alarm's first evidence
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +106,35 @@ def accuracy(rows: list[Labelled]) -> float | None:
     if not rows:
         return None
     return sum((r.probability >= 0.5) == (r.label == 1) for r in rows) / len(rows)
+
+
+def ranking(rows: list[Labelled]) -> tuple[float | None, float | None, float | None]:
+    """AUC, Gini and KS of the rows' probabilities against their labels (None: one class)."""
+    y = np.array([r.label for r in rows], dtype=float)
+    p = np.array([r.probability for r in rows], dtype=float)
+    if not 0 < y.sum() < len(y):
+        return None, None, None
+    auc = float(roc_auc_score(y, p))
+    return auc, gini(auc), ks_statistic(y, p)
+
+
+def phase_rows(phases: list[Phase]) -> list[tuple[str, str]]:
+    """Each phase's ranking (AUC / Gini / KS), then its accuracy at 0.5 (which says little
+    with few defaults, so it comes after).
+
+    >>> for row in phase_rows([Phase("before the drift", "1", 900, 0.95, 0.8, 0.6, 0.45)]):
+    ...     print(row)
+    ('AUC / Gini / KS before the drift (v1)', '0.800 / 0.600 / 0.450 on 900')
+    ('accuracy at 0.5 before the drift (v1)', '0.950 on 900')
+    """
+    ranking, accuracy = [], []
+    for p in phases:
+        where = f"{p.name} (v{p.model_version})"
+        scores = " / ".join("-" if x is None else f"{x:.3f}" for x in (p.auc, p.gini, p.ks))
+        ranking.append((f"AUC / Gini / KS {where}", f"{scores} on {p.count:,}"))
+        value = "-" if p.accuracy is None else f"{p.accuracy:.3f}"
+        accuracy.append((f"accuracy at 0.5 {where}", f"{value} on {p.count:,}"))
+    return ranking + accuracy
 
 
 def summarize(
@@ -146,6 +184,7 @@ def summarize(
         scored_by_version=dict(Counter(s.model_version for s in scored)),
         drift_events=dict(Counter(e.signal.value for e in events)),
         phases=phases(labelled, cut, start_version, promoted.version if promoted else None),
+        first_evidence_event_time=alarm.first_event_time.isoformat() if alarm else None,
     )
 
 
@@ -164,7 +203,7 @@ def phases(
         ("after the drift, new model", new, rows(True, new)),
     ]
     return [
-        Phase(name, version or "-", len(rows), accuracy(rows))
+        Phase(name, version or "-", len(rows), accuracy(rows), *ranking(rows))
         for name, version, rows in stretches
         if version is not None
     ]

@@ -29,14 +29,9 @@ from loanstream.contracts import (
     RetrainOutcome,
     RetrainResult,
 )
+from loanstream.creditrisk import ACT, WATCH, psi_band
 
-WATCH, ACT = 0.1, 0.25  # the credit-risk PSI bands (monitor.datadrift.WATCH / ACT)
-SHOWN_METRICS = ("auc", "ece", "brier", "log_loss", "accuracy")
-
-
-def psi_band(psi: float) -> str:
-    """How credit-risk teams read a PSI: "stable" < 0.1 <= "watch" < 0.25 <= "act"."""
-    return "act" if psi >= ACT else "watch" if psi >= WATCH else "stable"
+SHOWN_METRICS = ("auc", "gini", "ks", "ece", "brier", "log_loss", "accuracy")
 
 
 def statistic_name(e: DriftEvent) -> str:
@@ -101,7 +96,8 @@ def update_sentence(u: ModelUpdate) -> str:
 
 
 def compare_metrics(challenger: Mapping[str, float], champion: Mapping[str, float]) -> str:
-    """``auc 0.8123 vs 0.7710, ece 0.0100 vs 0.0300``: the usual metrics, challenger first."""
+    """``auc 0.8123 vs 0.7710, gini 0.6246 vs 0.5420, ece 0.0100 vs 0.0300``: the usual
+    metrics that ``challenger`` holds, ranking first and accuracy last, challenger first."""
     names = [m for m in SHOWN_METRICS if m in challenger] or sorted(challenger)[:4]
     parts = []
     for name in names:

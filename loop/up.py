@@ -92,6 +92,13 @@ def register(app: typer.Typer) -> None:
         """Start the services in the background, wait until each is healthy, show them.
 
         They read their settings from the environment (LOANSTREAM_*) as when run by hand.
+
+        Examples:
+
+        \b
+          loanstream up && loanstream ps
+          loanstream up --services scorer,monitor --scorer-port 8081
+          loanstream down
         """
         known = local_services(scorer_port, monitor_port, trainer_port, notifier_port)
         services = services or default_services()

@@ -26,7 +26,14 @@ def monitor(
     ] = None,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
 ) -> None:
-    """Join predictions with outcomes into loan.labelled and watch for drift."""
+    """Join predictions with outcomes into loan.labelled and watch for drift.
+
+    Examples:
+
+    \b
+      loanstream monitor
+      LOANSTREAM_MONITOR_RETRAIN_TRIGGER=performance loanstream monitor --metrics-port 8002
+    """
     from prometheus_client import CollectorRegistry, start_http_server
 
     from loanstream.lag import watch_lag
@@ -105,6 +112,14 @@ def report(
         str | None, typer.Option("--tracking-uri", help="MLflow store for the reference")
     ] = None,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="how the run gave outcomes, for the report's population sentence: all "
+            "(whatever the decision) or approved (selective labels)",
+        ),
+    ] = None,
 ) -> None:
     """An HTML report of performance and drift, from loan.labelled (or a file)."""
     from monitor.reading import (
@@ -144,6 +159,7 @@ def report(
             window=window,
             on_step=step,
             shadow=shadow,
+            labels=labels,
         )
     console.print(
         f"{len(frame):,} labelled rows, {len(events)} drift events -> {result.html} "

@@ -35,16 +35,12 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from loanstream.creditrisk import WATCH, psi_band
 from loanstream.spec import FeatureSpec
 
 PREDICTION = "prediction"
-WATCH, ACT = 0.1, 0.25  # the credit-risk industry's PSI bands
 _UNHASHABLE = object()
-
-
-def band(psi: float) -> str:
-    """The industry's reading of a PSI: "stable" < 0.1 <= "watch" < 0.25 <= "act"."""
-    return "act" if psi >= ACT else "watch" if psi >= WATCH else "stable"
+band = psi_band  # the industry's reading of a PSI: one definition, in loanstream.creditrisk
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,16 @@ class MonitorMetrics:
         )
         self.window = Gauge(
             "loanstream_monitor_window_metric",
-            "Latest closed count window: realized or estimated metric, per scope",
+            "Latest closed count window: realized or estimated metric, per scope (auc, gini = "
+            "2 auc - 1, ks = max |TPR - FPR|, ece, brier, and accuracy at 0.5)",
             ["scope", "metric", "source"],
             registry=registry,
         )
         self.psi = Gauge(
             "loanstream_monitor_feature_psi",
-            "PSI of the latest drift window against the model's training reference",
+            "CSI (the PSI of one characteristic) of the latest drift window against the model's "
+            "training reference; feature=probability is the score's PSI. Bands: stable < 0.1 <= "
+            "watch < 0.25 <= act",
             ["feature"],
             registry=registry,
         )

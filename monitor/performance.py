@@ -24,6 +24,8 @@ from typing import Any, cast
 import numpy as np
 from pydantic_core import TzInfo
 
+from loanstream.creditrisk import gini, ks_from_histograms
+
 BINS = 100  # histogram bins of p per class, for the AUC
 CAL_BINS = 10  # equal-width calibration bins; each is 10 histogram bins
 EPS = 1e-6  # log loss clips p to [EPS, 1 - EPS]
@@ -55,6 +57,12 @@ class WindowMetrics:
     approval_rate: float | None
     mean_probability: float
     calibration: tuple[CalibrationBin, ...]
+    ks: float | None = None  # max |TPR - FPR|, from the histograms; None without both classes
+
+    @property
+    def gini(self) -> float | None:
+        """2 AUC - 1, the credit-risk reading of the AUC."""
+        return gini(self.auc)
 
 
 def _terms(p: float, w: float) -> tuple[int, float, float]:
@@ -112,8 +120,8 @@ class Stats:
     >>> for p, y in [(0.9, 1), (0.8, 1), (0.3, 0), (0.6, 0)]:
     ...     s.add(p, y, approved=p >= 0.5)
     >>> m = s.metrics()
-    >>> m.count, m.accuracy, m.auc, m.approval_rate
-    (4, 0.75, 1.0, 0.75)
+    >>> m.count, m.accuracy, m.auc, m.gini, m.ks, m.approval_rate
+    (4, 0.75, 1.0, 1.0, 1.0, 0.75)
     """
 
     __slots__ = ("approved", "brier", "count", "log_loss", "neg", "pos", "sum_p")
@@ -195,6 +203,7 @@ class Stats:
             approval_rate=self.approved / n,
             mean_probability=float(self.sum_p.sum()) / n,
             calibration=tuple(bins),
+            ks=ks_from_histograms(pos, neg),
         )
 
     def vector(self) -> np.ndarray:

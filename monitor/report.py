@@ -4,6 +4,13 @@ the prediction distribution and per-feature drift, from labelled rows (loan.labe
 With a challenger's shadow predictions beside them, it also shows champion and challenger side by
 side on the applications both scored that have outcomes (the paired rows), with a fifth PNG.
 
+Performance leads with ranking as a credit-risk team reads it (AUC, Gini = 2 AUC - 1, KS) and
+calibration; accuracy at 0.5 comes last, as it says little on a portfolio with few defaults.
+Drift is read in PSI bands: the score's PSI and each feature's CSI (the same index per
+characteristic). A confirmed drift is drawn where it became knowable: a data or prediction
+drift at the scoring of the application that confirmed it, a concept or performance drift at
+the outcome time of the labelled example that confirmed it, with its evidence shaded.
+
 Pure: a DataFrame in, one HTML file and four PNGs out; ``loanstream report`` reads Kafka and calls
 `build_report`. Windows come from one vectorised pass (bincounts into `Stats` vectors, so the
 metrics are the monitor's own definitions), and figures are drawn without pyplot's global state.
@@ -28,8 +35,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import special
 
-from loanstream.contracts import Decision, DriftEvent
-from monitor.datadrift import band, psi_test
+from loanstream.contracts import Decision, DriftEvent, DriftSignal
+from loanstream.creditrisk import band_rule, psi_band
+from monitor.datadrift import psi_test
 from monitor.estimate import expected_metrics
 from monitor.performance import BINS, CAL_BINS, EPS, Stats, WindowMetrics
 
@@ -49,6 +57,8 @@ SIGNAL_COLOURS = {
     "performance": "tab:brown",
 }
 MAX_VERSION_MARKS = 12
+LABELS = ("all", "approved")  # every application could get an outcome, or selective labels
+LABELLED_SIGNALS = (DriftSignal.CONCEPT, DriftSignal.PERFORMANCE)  # confirmed by an outcome
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,30 @@ class FeatureDrift:
     ks_p: float | None
     reference_missing: float
     missing_rate: float
+
+
+@dataclass(frozen=True)
+class DriftMark:
+    """Where a confirmed drift goes on a time axis: its evidence (the event times of the first
+    and the confirming example) and the moment it became knowable. An outcome-confirmed drift
+    (concept, performance) became knowable when the confirming outcome arrived, which can be
+    long after its application's event time: late outcomes of older applications count too."""
+
+    event: DriftEvent
+    evidence_from: datetime
+    evidence_to: datetime
+    known_at: datetime
+    known_by: str  # "scoring", "outcome", or "event time" (the outcome time was not found)
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "event_id": self.event.event_id,
+            "signal": str(self.event.signal),
+            "evidence_from": self.evidence_from.isoformat(),
+            "evidence_to": self.evidence_to.isoformat(),
+            "known_at": self.known_at.isoformat(),
+            "known_by": self.known_by,
+        }
 
 
 @dataclass(frozen=True)
@@ -131,6 +165,7 @@ def build_report(
     title: str = "LoanStream monitor report",
     on_step: Callable[[str], None] | None = None,
     shadow: pd.DataFrame | None = None,
+    labels: str | None = None,
 ) -> ReportResult:
     """Write ``report.html`` and its PNGs into ``out_dir`` from one row per labelled example.
 
@@ -138,6 +173,8 @@ def build_report(
     Without ``reference`` the first window is the drift reference. A remainder shorter than
     half a window joins the last window. ``shadow``: a challenger's predictions (columns
     application_id, model_version, probability, decision), compared on the paired rows.
+    ``labels``: how outcomes were given in the run, "all" (whatever the decision) or "approved"
+    (selective labels: approved and explored applications only); None when not known.
 
     >>> import tempfile
     >>> from datetime import timedelta
@@ -157,6 +194,8 @@ def build_report(
     """
     started = time.perf_counter()
     step = on_step or (lambda _: None)
+    if labels is not None and labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS} or None, got {labels!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive number of rows, got {window!r}")
     step("sorting rows by event time")
@@ -167,14 +206,16 @@ def build_report(
     drift, notes = _drift_table(rows, reference, windows[0], windows[-1])
     out_dir.mkdir(parents=True, exist_ok=True)
     changes = _version_changes(rows)
-    plots = _plots(out_dir, rows, windows, overall, drift_events, changes, step)
+    marks = drift_marks(drift_events, rows.frame)
+    plots = _plots(out_dir, rows, windows, overall, marks, changes, step)
     if shadow is not None:
         step("comparing champion and challenger")
     comparisons = _comparisons(rows, shadow, window)
     if comparisons:
         plots += (_plot(out_dir, "shadow", lambda fig: _draw_shadow(fig, comparisons)),)
     step("writing the HTML report")
-    summary = _summary(rows, windows, overall, drift, drift_events, reference, window)
+    summary = _summary(rows, windows, overall, drift, drift_events, reference, window, labels)
+    summary["drift_marks"] = [m.as_dict() for m in marks]
     summary["shadow"] = [
         {
             "challenger_version": c.challenger_version,
@@ -189,7 +230,7 @@ def build_report(
         for c in comparisons
     ]
     html = out_dir / "report.html"
-    page = _render(title, summary, windows, drift, drift_events, notes, plots, comparisons)
+    page = _render(title, summary, windows, drift, marks, notes, plots, comparisons)
     html.write_text(page, "utf-8")
     seconds = time.perf_counter() - started
     logger.info("report of %d rows written to %s in %.2f s", len(rows.p), html, seconds)
@@ -282,7 +323,7 @@ def _windows(rows: _Rows, window: int) -> tuple[list[ReportWindow], WindowMetric
     return windows, Stats.from_vector(vectors.sum(axis=0)).metrics()
 
 
-SHADOW_METRICS = ("accuracy", "auc", "brier", "log_loss", "ece")
+SHADOW_METRICS = ("auc", "gini", "ks", "ece", "brier", "log_loss", "accuracy")
 
 
 def _metrics_of(rows: _Rows, p: np.ndarray, approved: np.ndarray, cuts: list[int]) -> list[Any]:
@@ -343,6 +384,47 @@ def _comparisons(rows: _Rows, shadow: pd.DataFrame | None, window: int) -> list[
             )
         )
     return found
+
+
+def drift_marks(events: Sequence[DriftEvent], frame: pd.DataFrame) -> list[DriftMark]:
+    """Each event with its evidence span and the moment it became knowable, in that order.
+
+    A data or prediction drift is known when the application that confirmed it was scored (its
+    event time). A concept or performance drift is known when the outcome that confirmed it
+    arrived: the ``outcome_time`` of the labelled row with the confirming event time (and
+    version), or that event time itself when no such row is in ``frame``.
+
+    >>> from datetime import timedelta
+    >>> t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> e = DriftEvent(event_id="e", signal="concept", detector="lr", statistic=9.0,
+    ...     threshold=5.0, window_size=100, first_position=10, confirmed_position=40,
+    ...     first_event_time=t0 + timedelta(days=2), confirmed_event_time=t0,
+    ...     model_name="m", model_version="1")
+    >>> rows = pd.DataFrame({"event_time": [t0, t0 + timedelta(days=1)], "model_version": "1",
+    ...     "outcome_time": [t0 + timedelta(days=30), t0 + timedelta(days=5)]})
+    >>> m = drift_marks([e], rows)[0]
+    >>> m.evidence_from.day, m.evidence_to.day, m.known_at.isoformat(), m.known_by
+    (1, 3, '2025-01-31T00:00:00+00:00', 'outcome')
+    """
+    times = pd.to_datetime(frame["event_time"], utc=True)
+    outcomes = frame.get("outcome_time")
+    versions = frame["model_version"].astype(str) if "model_version" in frame else None
+    marks = []
+    for event in events:
+        first, confirmed = event.first_event_time, event.confirmed_event_time
+        known, by = confirmed, "scoring"
+        if event.signal in LABELLED_SIGNALS:
+            known, by = confirmed, "event time"
+            if outcomes is not None:
+                match = (times == pd.Timestamp(confirmed)).to_numpy()
+                if versions is not None:
+                    same = match & (versions == event.model_version).to_numpy()
+                    match = same if same.any() else match
+                found = pd.to_datetime(outcomes[match], utc=True).dropna()
+                if len(found):
+                    known, by = found.max().to_pydatetime(warn=False), "outcome"
+        marks.append(DriftMark(event, min(first, confirmed), max(first, confirmed), known, by))
+    return marks
 
 
 def _version_changes(rows: _Rows) -> list[tuple[datetime, str]]:
@@ -406,9 +488,9 @@ def _feature_drift(
         signal="prediction" if name == PREDICTION else "data",
         kind=kind,
         first_psi=first,
-        first_band=None if first is None else band(first),
+        first_band=None if first is None else psi_band(first),
         psi=last.psi,
-        band=band(last.psi),
+        band=psi_band(last.psi),
         p_value=last.p_value,
         wasserstein=w1,
         ks_p=ks_p,
@@ -537,13 +619,13 @@ def _plots(
     rows: _Rows,
     windows: list[ReportWindow],
     overall: WindowMetrics,
-    events: Sequence[DriftEvent],
+    events: Sequence[DriftMark],
     changes: list[tuple[datetime, str]],
     step: Callable[[str], None],
 ) -> tuple[Path, ...]:
-    """The four PNGs; drift events outside the rows' time span are left off the plots."""
+    """The four PNGs; drift known outside the rows' time span is left off the plots."""
     span = (windows[0].first_time, windows[-1].last_time)
-    marks = [e for e in events if span[0] <= e.confirmed_event_time <= span[1]]
+    marks = [m for m in events if span[0] <= m.known_at <= span[1]]
     first, last = windows[0], windows[-1]
     drawings: list[tuple[str, Callable[[Figure], None]]] = [
         ("performance", lambda fig: _draw_performance(fig, windows, marks, changes)),
@@ -610,16 +692,18 @@ def _series(ax: Axes, windows: list[ReportWindow], key: str, label: str) -> None
 
 
 def _marks(
-    ax: Axes, events: Sequence[DriftEvent], changes: list[tuple[datetime, str]], text: bool
+    ax: Axes, events: Sequence[DriftMark], changes: list[tuple[datetime, str]], text: bool
 ) -> None:
-    """Drift events as vertical lines coloured by signal; model version changes as dotted ones."""
+    """Drift as a vertical line where it became knowable, its evidence shaded, coloured by
+    signal; model version changes as dotted lines."""
     shown: set[str] = set()
-    for event in events:
-        signal = str(event.signal)
-        label = None if signal in shown else f"{signal} drift"
+    for mark in events:
+        signal = str(mark.event.signal)
+        label = None if signal in shown else f"{signal} drift known"
         shown.add(signal)
         colour = SIGNAL_COLOURS.get(signal, "black")
-        at = _times([event.confirmed_event_time])[0]
+        start, end, at = _times([mark.evidence_from, mark.evidence_to, mark.known_at])
+        ax.axvspan(start, max(end, start + 1e-4), color=colour, alpha=0.12, lw=0)
         ax.axvline(at, color=colour, lw=1.2, alpha=0.8, label=label)
     for i, (when, version) in enumerate(changes[:MAX_VERSION_MARKS]):
         at = _times([when])[0]
@@ -647,22 +731,28 @@ def _time_axis(ax: Axes) -> None:
 def _draw_performance(
     fig: Figure,
     windows: list[ReportWindow],
-    events: Sequence[DriftEvent],
+    events: Sequence[DriftMark],
     changes: list[tuple[datetime, str]],
 ) -> None:
-    accuracy, auc = fig.subplots(1, 2, sharex=True)
-    for ax, key, label in ((accuracy, "accuracy", "accuracy"), (auc, "auc", "AUC")):
-        _series(ax, windows, key, label)
-        _marks(ax, events, changes, text=ax is accuracy)
-        ax.set_title(f"{label} per window: realized vs estimated", fontsize=9)
+    """AUC (Gini on the right axis) realized beside estimated, and the realized KS."""
+    auc, ks = fig.subplots(1, 2, sharex=True)
+    fig.subplots_adjust(wspace=0.4)  # room for the Gini axis between the panels
+    _series(auc, windows, "auc", "AUC")
+    auc.secondary_yaxis("right", functions=(lambda a: 2 * a - 1, lambda g: (g + 1) / 2))
+    auc.set_title("AUC per window (right axis: Gini = 2 AUC - 1)", fontsize=9)
+    x = _times([w.middle for w in windows])
+    ks.plot(x, [_value(w.realized.ks) for w in windows], "o-", ms=3, label="KS")
+    ks.set_title("KS per window (realized)", fontsize=9)
+    for ax in (auc, ks):
+        _marks(ax, events, changes, text=ax is auc)
         _time_axis(ax)
-    accuracy.legend(fontsize=7, loc="lower left")
+    auc.legend(fontsize=7, loc="lower left")
 
 
 def _draw_rates(
     fig: Figure,
     windows: list[ReportWindow],
-    events: Sequence[DriftEvent],
+    events: Sequence[DriftMark],
     changes: list[tuple[datetime, str]],
 ) -> None:
     ax = fig.subplots()
@@ -732,10 +822,13 @@ def _summary(
     events: Sequence[DriftEvent],
     reference: Mapping[str, Any] | None,
     window: int,
+    labels: str | None = None,
 ) -> dict[str, Any]:
-    """The headline numbers, JSON-able: realized beside estimated, overall and last window."""
+    """The headline numbers, JSON-able: realized beside estimated, overall and last window;
+    ranking (AUC, Gini, KS) and calibration first, accuracy at 0.5 after them."""
     estimate, last = expected_metrics(rows.p, rows.approved), windows[-1]
-    return _population(rows) | {
+    score = next((d for d in drift if d.signal == "prediction"), None)
+    return _population(rows, labels) | {
         "rows": len(rows.p),
         "windows": len(windows),
         "window_size": window,
@@ -743,10 +836,13 @@ def _summary(
         "last_event_time": last.last_time.isoformat(),
         "model_versions": [str(v) for v in pd.unique(rows.versions)],
         "reference": "first window" if reference is None else "model reference",
-        "accuracy": overall.accuracy,
-        "accuracy_estimate": estimate.accuracy,
         "auc": overall.auc,
         "auc_estimate": estimate.auc,
+        "gini": overall.gini,
+        "gini_estimate": estimate.gini,
+        "ks": overall.ks,
+        "accuracy": overall.accuracy,
+        "accuracy_estimate": estimate.accuracy,
         "brier": overall.brier,
         "brier_estimate": estimate.brier,
         "log_loss": overall.log_loss,
@@ -754,19 +850,34 @@ def _summary(
         "default_rate": overall.default_rate,
         "default_rate_estimate": estimate.default_rate,
         "approval_rate": overall.approval_rate,
-        "last_window_accuracy": last.realized.accuracy,
-        "last_window_accuracy_estimate": last.estimate.accuracy,
         "last_window_auc": last.realized.auc,
         "last_window_auc_estimate": last.estimate.auc,
+        "last_window_gini": last.realized.gini,
+        "last_window_gini_estimate": last.estimate.gini,
+        "last_window_ks": last.realized.ks,
+        "last_window_accuracy": last.realized.accuracy,
+        "last_window_accuracy_estimate": last.estimate.accuracy,
+        "score_psi": None if score is None else score.psi,
+        "score_psi_band": None if score is None else score.band,
         "drift_events": len(events),
         "features_act": [d.feature for d in drift if d.band == "act"],
         "features_watch": [d.feature for d in drift if d.band == "watch"],
     }
 
 
-def _population(rows: _Rows) -> dict[str, Any]:
-    """Which population the realized figures stand on: labelled rows by decision (selective
-    labels: outcomes exist for approved loans and the explored reviews and declines)."""
+def _population(rows: _Rows, labels: str | None = None) -> dict[str, Any]:
+    """Which population the realized figures stand on, as the run gave outcomes: to every
+    application whatever its decision (``labels="all"``), to approved and explored ones only
+    (selective labels, ``"approved"``), or not said (None); and the labelled rows by decision.
+
+    >>> rows = _Rows(pd.DataFrame({"decision": ["approve"] * 3 + ["decline"]}), *[None] * 4)
+    >>> _population(rows, "all")["population"]
+    'Every application could get an outcome in this run, whatever its decision (no selective \
+labels): realized on all 4 labelled applications, 3 approved and 1 reviewed or declined.'
+    >>> _population(rows, "approved")["population"]
+    'Selective labels: outcomes exist only for approved applications and the explored reviews \
+and declines, so the realized figures stand on 3 approved and 1 explored applications.'
+    """
     decisions = rows.frame["decision"].astype(str)
     counts = decisions.value_counts()
     order = [d.value for d in Decision] + sorted(set(counts.index) - {d.value for d in Decision})
@@ -780,12 +891,30 @@ def _population(rows: _Rows) -> dict[str, Any]:
         "labelled_share_by_decision": {d: n / total for d, n in by_decision.items()},
         "approved_rows": approved,
         "explored_rows": explored,
-        "population": (
-            f"Realized on {approved:,} approved and {explored:,} explored applications "
-            "(outcomes exist only for these)."
-        ),
+        "labels": labels,
+        "population": _population_sentence(labels, approved, explored),
         "population_shares": f"Labelled rows by decision: {shares}.",
     }
+
+
+def _population_sentence(labels: str | None, approved: int, others: int) -> str:
+    if labels == "all":
+        return (
+            "Every application could get an outcome in this run, whatever its decision (no "
+            f"selective labels): realized on all {approved + others:,} labelled applications, "
+            f"{approved:,} approved and {others:,} reviewed or declined."
+        )
+    if labels == "approved":
+        return (
+            "Selective labels: outcomes exist only for approved applications and the explored "
+            "reviews and declines, so the realized figures stand on "
+            f"{approved:,} approved and {others:,} explored applications."
+        )
+    return (
+        f"Realized on the {approved + others:,} applications with an outcome: {approved:,} "
+        f"approved and {others:,} reviewed or declined (the run did not say whether outcomes "
+        "were selective)."
+    )
 
 
 def _number(x: float | None, digits: int = 4) -> str:
@@ -805,7 +934,7 @@ def _render(
     summary: dict[str, Any],
     windows: list[ReportWindow],
     drift: tuple[FeatureDrift, ...],
-    events: Sequence[DriftEvent],
+    marks: Sequence[DriftMark],
     notes: list[str],
     plots: tuple[Path, ...],
     comparisons: Sequence[Comparison] = (),
@@ -819,7 +948,8 @@ def _render(
         s=summary,
         windows=windows,
         drift=drift,
-        events=sorted(events, key=lambda e: e.confirmed_event_time),
+        marks=sorted(marks, key=lambda m: (m.known_at, m.event.confirmed_event_time)),
+        bands=band_rule(),
         notes=notes,
         comparisons=comparisons,
         plots={p.stem: p.name for p in plots},
@@ -846,20 +976,33 @@ model versions: {{ s.model_versions|join(", ") }}; drift reference: {{ s.referen
 Written {{ now }} UTC.</p>
 <div class="cards">
 {% for label, realized, estimated in [
-  ("accuracy", s.accuracy, s.accuracy_estimate), ("AUC", s.auc, s.auc_estimate),
-  ("last window accuracy", s.last_window_accuracy, s.last_window_accuracy_estimate),
-  ("last window AUC", s.last_window_auc, s.last_window_auc_estimate),
-  ("default rate", s.default_rate, s.default_rate_estimate)] %}
+  ("AUC", s.auc, s.auc_estimate), ("Gini", s.gini, s.gini_estimate)] %}
 <div class="card">{{ label }} (realized / estimated)
 <b>{{ realized|num(3) }} / {{ estimated|num(3) }}</b></div>{% endfor %}
-<div class="card">ECE<b>{{ s.ece|num(3) }}</b></div>
+<div class="card">KS<b>{{ s.ks|num(3) }}</b></div>
+<div class="card">ECE (calibration)<b>{{ s.ece|num(3) }}</b></div>
+<div class="card">default rate (realized / estimated)
+<b>{{ s.default_rate|num(3) }} / {{ s.default_rate_estimate|num(3) }}</b></div>
+<div class="card">last window AUC / Gini / KS<b>{{ s.last_window_auc|num(3) }} /
+{{ s.last_window_gini|num(3) }} / {{ s.last_window_ks|num(3) }}</b></div>
+<div class="card {{ s.score_psi_band or '' }}">score PSI (last window)
+<b>{{ s.score_psi|num(3) }} {{ s.score_psi_band or "" }}</b></div>
 <div class="card">drift events<b>{{ s.drift_events }}</b></div>
-<div class="card">features to act on<b>{{ s.features_act|join(", ") or "none" }}</b></div>
+<div class="card">features to act on (CSI &ge; 0.25)
+<b>{{ s.features_act|join(", ") or "none" }}</b></div>
+<div class="card">accuracy at 0.5 (realized / estimated)
+<b>{{ s.accuracy|num(3) }} / {{ s.accuracy_estimate|num(3) }}</b></div>
 </div>
 <p class="note" id="population">{{ s.population }} {{ s.population_shares }}</p>
 <h2>Performance over time</h2>
-<img src="{{ plots.performance }}" alt="accuracy and AUC per window">
+<img src="{{ plots.performance }}" alt="AUC, Gini and KS per window">
 <img src="{{ plots.rates }}" alt="default and approval rate per window">
+<p class="note" id="drift-marks">Each confirmed drift is drawn where it became knowable: a
+data or prediction drift at the scoring of the application that confirmed it, a concept or
+performance drift at the arrival of the outcome that confirmed it (outcomes come late, so this
+can be long after that application's event time). The shaded band spans the event times of the
+evidence, from the first to the confirming example; it can start before a drift's onset, as
+late outcomes of older applications count too.</p>
 <h2>Calibration and predictions</h2>
 <img src="{{ plots.reliability }}" alt="reliability diagram">
 <img src="{{ plots.predictions }}" alt="prediction distribution">
@@ -867,65 +1010,80 @@ Written {{ now }} UTC.</p>
 <p class="note">Each challenger scored live applications in shadow (its decisions served
 nobody). Both models are measured on the applications both scored that have an outcome.</p>
 <table><tr><th class="l">challenger</th><th class="l">champion</th><th>shared outcomes</th>
-{% for k in ("accuracy", "AUC", "Brier", "log loss", "ECE") %}<th>{{ k }} champion</th>
-<th>{{ k }} challenger</th>{% endfor %}</tr>
+{% for k in ("AUC", "Gini", "KS", "ECE", "Brier", "log loss", "accuracy") %}
+<th>{{ k }} champion</th><th>{{ k }} challenger</th>{% endfor %}</tr>
 {% for c in comparisons %}<tr><td class="l">{{ c.challenger_version }}</td>
 <td class="l">{{ c.champion_versions|join(", ") }}</td><td>{{ c.shared_outcomes }}</td>
-{% for k in ("accuracy", "auc", "brier", "log_loss", "ece") %}<td>{{ c.champion[k]|num }}</td>
+{% for k in ("auc", "gini", "ks", "ece", "brier", "log_loss", "accuracy") %}
+<td>{{ c.champion[k]|num }}</td>
 <td>{{ c.challenger[k]|num }}</td>{% endfor %}</tr>{% endfor %}</table>
 <img src="{{ plots.shadow }}" alt="champion and challenger AUC and ECE on the paired rows">
 {% endif %}
 <h2>Windows</h2>
 <table><tr><th>#</th><th class="l">from</th><th class="l">to</th><th>rows</th>
-<th class="l">model</th><th>accuracy</th><th>est.</th><th>AUC</th><th>est.</th><th>Brier</th>
-<th>est.</th><th>ECE</th><th>default rate</th><th>est.</th><th>approval rate</th></tr>
+<th class="l">model</th><th>AUC</th><th>est.</th><th>Gini</th><th>est.</th><th>KS</th>
+<th>ECE</th><th>Brier</th><th>est.</th><th>default rate</th><th>est.</th><th>approval rate</th>
+<th>accuracy</th><th>est.</th></tr>
 {% for w in windows %}<tr><td>{{ w.index }}</td><td class="l">{{ w.first_time|when }}</td>
 <td class="l">{{ w.last_time|when }}</td><td>{{ w.realized.count }}</td>
 <td class="l">{{ w.model_versions|join(", ") }}</td>
-{% for key in ("accuracy", "auc", "brier") %}<td>{{ w.realized[key]|num }}</td>
-<td>{{ w.estimate[key]|num }}</td>{% endfor %}<td>{{ w.realized.ece|num }}</td>
+{% for key in ("auc", "gini") %}<td>{{ w.realized[key]|num }}</td>
+<td>{{ w.estimate[key]|num }}</td>{% endfor %}<td>{{ w.realized.ks|num }}</td>
+<td>{{ w.realized.ece|num }}</td><td>{{ w.realized.brier|num }}</td>
+<td>{{ w.estimate.brier|num }}</td>
 <td>{{ w.realized.default_rate|num }}</td><td>{{ w.estimate.default_rate|num }}</td>
-<td>{{ w.realized.approval_rate|num }}</td></tr>
+<td>{{ w.realized.approval_rate|num }}</td><td>{{ w.realized.accuracy|num }}</td>
+<td>{{ w.estimate.accuracy|num }}</td></tr>
 {% endfor %}</table>
 <h2>Feature and prediction drift</h2>
-<p class="note">First and last window against the {{ s.reference }}.
-PSI bands: stable &lt; 0.1 &le; watch &lt; 0.25 &le; act.</p>
-<table><tr><th class="l">feature</th><th class="l">kind</th><th>PSI first</th>
-<th>PSI last</th><th class="l">band</th><th>PSI p</th><th>Wasserstein / sd</th><th>KS p</th>
-<th>missing (ref)</th><th>missing (last)</th></tr>
+<p class="note">First and last window against the {{ s.reference }}. The score's stability
+is its PSI; each feature's is its CSI (characteristic stability index, the same index on one
+feature). Bands: {{ bands }}.</p>
+<table><tr><th class="l">feature</th><th class="l">kind</th><th class="l">index</th>
+<th>first</th><th class="l">band</th><th>last</th><th class="l">band</th><th>p</th>
+<th>Wasserstein / sd</th><th>KS p</th><th>missing (ref)</th><th>missing (last)</th></tr>
 {% for d in drift %}<tr><td class="l">{{ d.feature }}</td>
-<td class="l">{{ d.signal if d.signal == "prediction" else d.kind }}</td>
+<td class="l">{{ "score" if d.signal == "prediction" else d.kind }}</td>
+<td class="l">{{ "PSI" if d.signal == "prediction" else "CSI" }}</td>
 <td class="{{ d.first_band or '' }}">{{ d.first_psi|num }}</td>
+<td class="l {{ d.first_band or '' }}">{{ d.first_band or "" }}</td>
 <td class="{{ d.band }}">{{ d.psi|num }}</td><td class="l {{ d.band }}">{{ d.band }}</td>
 <td>{{ d.p_value|p }}</td><td>{{ d.wasserstein|num }}</td><td>{{ d.ks_p|p }}</td>
 <td>{{ d.reference_missing|num(3) }}</td><td>{{ d.missing_rate|num(3) }}</td></tr>
 {% endfor %}</table>
 {% for note in notes %}<p class="note">{{ note }}</p>{% endfor %}
 <h2>Drift events</h2>
-{% if events %}<table><tr><th class="l">signal</th><th class="l">detector</th>
+{% if marks %}<table><tr><th class="l">signal</th><th class="l">detector</th>
 <th class="l">feature</th><th>statistic</th><th>threshold</th><th>p-value</th>
 <th>first position</th><th>confirmed position</th><th class="l">first event time</th>
-<th class="l">confirmed event time</th><th class="l">model</th></tr>
-{% for e in events %}<tr><td class="l">{{ e.signal }}</td><td class="l">{{ e.detector }}</td>
+<th class="l">confirmed event time</th><th class="l">known at</th><th class="l">model</th></tr>
+{% for m in marks %}{% set e = m.event %}<tr><td class="l">{{ e.signal }}</td>
+<td class="l">{{ e.detector }}</td>
 <td class="l">{{ e.feature or "" }}</td><td>{{ e.statistic|num }}</td>
 <td>{{ e.threshold|num }}</td><td>{{ e.p_value|p }}</td><td>{{ e.first_position }}</td>
 <td>{{ e.confirmed_position }}</td><td class="l">{{ e.first_event_time|when }}</td>
 <td class="l">{{ e.confirmed_event_time|when }}</td>
+<td class="l">{{ m.known_at|when }} ({{ m.known_by }})</td>
 <td class="l">{{ e.model_name }} {{ e.model_version }}</td></tr>
 {% endfor %}</table>{% else %}<p>No drift events were given for this period.</p>{% endif %}
 <h2>How to read this</h2><ul class="note">
-<li>Realized figures cover labelled loans only, and in lending only approved loans get an
-outcome (plus the explored reviews and declines the lender approved anyway): they describe that
-population, not every applicant.</li>
+{% if s.labels == "all" %}<li>Realized figures cover every labelled application: in this run
+outcomes came whatever the decision, as a synthetic or fully labelled history allows. In
+lending, only approved loans get an outcome (selective labels).</li>
+{% else %}<li>Realized figures cover labelled loans only, and in lending only approved loans
+get an outcome (plus the explored reviews and declines the lender approved anyway): they
+describe that population, not every applicant.</li>{% endif %}
 <li>The estimate (CBPE) reads the model's own probabilities as the chance of repayment. It
 assumes a calibrated model and unchanged repayment behaviour: it cannot see concept drift, which
 shows as realized accuracy falling away from the estimate. Its ECE is 0 by construction.</li>
-<li>Accuracy is at a 0.5 threshold on P(repaid). The realized AUC comes from 100-bin histograms
-(within about 0.001 of the exact value).</li>
-<li>Read drift by PSI band, not by p-value: on windows of thousands of rows tests flag
-immaterial shifts. KS is compared at the reference percentiles; Wasserstein is in reference
-standard deviations.</li>
-<li>Vertical lines mark confirmed drift events (coloured by signal) and new model versions
-(dotted).</li>
+<li>Ranking: Gini = 2 AUC - 1; KS is the largest gap between the score distributions of the
+repaid and the defaulted. Both come from 100-bin histograms (AUC within about 0.001 of the
+exact value, KS within one bin). Accuracy is at a 0.5 threshold on P(repaid): with few
+defaults it stays high whatever the ranking, so read it last.</li>
+<li>Read drift by PSI/CSI band ({{ bands }}), not by p-value: on windows of thousands of
+rows tests flag immaterial shifts. The drift table's KS p compares a feature's distribution
+with the reference at its percentiles; Wasserstein is in reference standard deviations.</li>
+<li>Vertical lines mark confirmed drift where it became knowable (coloured by signal; the
+shaded band is its evidence) and new model versions (dotted).</li>
 </ul></body></html>
 """

@@ -288,7 +288,7 @@ class MonitorCore:
             for source, metrics in (("realized", window.metrics), ("estimate", window.estimate)):
                 if metrics is None:
                     continue
-                for name in ("accuracy", "auc", "brier", "ece"):
+                for name in ("auc", "gini", "ks", "ece", "brier", "accuracy"):
                     value = getattr(metrics, name)
                     if value is not None:
                         self.metrics.window.labels(window.scope, name, source).set(value)

@@ -6,23 +6,30 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from loanstream.config import default_data_dir
+from loanstream.config import default_data_dir, settings_config
 from loanstream.retraining import TRIGGER_SIGNALS, Trigger
 from loanstream.timebounds import TimeWindowSettings
+from loanstream.tracking import SharedTracking, resolve_tracking_uri
 from monitor.pipeline import PipelineConfig
 
 
-class MonitorSettings(BaseSettings, TimeWindowSettings):
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_MONITOR_", extra="ignore")
+class MonitorSettings(BaseSettings, TimeWindowSettings, SharedTracking):
+    model_config = settings_config("LOANSTREAM_MONITOR_")
 
     app_id: str = Field(default="loanstream-monitor", description="Faust app id = consumer group")
-    model_name: str = "loan-repayment"
+    model_name: str = Field(default="loan-repayment", description="registered model it watches")
     tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+        default=None,
+        description="MLflow tracking URI of the monitor alone, over MLFLOW_TRACKING_URI; with "
+        "neither: sqlite:///<data_dir>/mlflow.db",
     )
-    data_dir: Path = Field(default_factory=default_data_dir)
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="detector state, calibration cache, default MLflow store; default "
+        "~/.local/share/loanstream",
+    )
     label_ttl_days: float = Field(
         default=400.0, gt=0, description="a prediction waits this long (event time) for a label"
     )
@@ -43,10 +50,21 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
     shadow_window_step: int = Field(
         default=1000, ge=1, description="a shadow count window closes every this many rows"
     )
-    drift_window: int = Field(default=2000, ge=100)
-    drift_step: int = Field(default=500, ge=10)
-    target_run_length: int = Field(default=10_000_000, ge=1000)
-    min_psi: float = Field(default=0.1, ge=0)
+    drift_window: int = Field(
+        default=2000, ge=100, description="labelled events per window of data and prediction drift"
+    )
+    drift_step: int = Field(
+        default=500, ge=10, description="the drift windows are compared every this many events"
+    )
+    target_run_length: int = Field(
+        default=10_000_000,
+        ge=1000,
+        description="detectors' thresholds are calibrated on reference data to about one false "
+        "alarm per this many events",
+    )
+    min_psi: float = Field(
+        default=0.1, ge=0, description="data drift is reported only at or above this PSI"
+    )
     cooldown_days: float = Field(
         default=14.0, ge=0, description="at most one retrain request per cooldown (event time)"
     )
@@ -59,9 +77,11 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
         default=2.0, gt=0, description="snapshot detector state (and refresh gauges) this often"
     )
     metrics_port: int | None = Field(default=8002, description="Prometheus /metrics; none: off")
-    session_timeout_s: float = Field(default=10.0, gt=1)
-    max_poll_interval_s: float = Field(default=120.0, gt=1)
-    model_wait_s: float = Field(default=120.0, gt=0)
+    session_timeout_s: float = Field(
+        default=10.0, gt=1, description="a dead worker's partitions move to the others after this"
+    )
+    max_poll_interval_s: float = Field(default=120.0, gt=1, description="longest batch allowed")
+    model_wait_s: float = Field(default=120.0, gt=0, description="wait this long for a model")
     registry_poll_s: float = Field(
         default=30.0,
         gt=0,
@@ -79,7 +99,7 @@ class MonitorSettings(BaseSettings, TimeWindowSettings):
         return self
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        return resolve_tracking_uri(self.tracking_uri, self.mlflow_tracking_uri, self.data_dir)
 
     def pipeline(self) -> PipelineConfig:
         return PipelineConfig(

@@ -45,7 +45,7 @@ from monitor.performance import CountWindows, Stats, WindowMetrics, WindowResult
 
 FORMAT = 1  # of to_dict()
 KEEP_VERSIONS = 3  # challenger versions whose windows are kept (the newest)
-METRICS = ("accuracy", "auc", "brier", "log_loss", "ece")
+METRICS = ("auc", "gini", "ks", "brier", "log_loss", "ece", "accuracy")
 ROLES = ("champion", "shadow")
 
 

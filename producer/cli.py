@@ -256,8 +256,21 @@ def _delay(text: str | None) -> timedelta | None:
 def replay(
     file: Annotated[Path, typer.Argument(help="history file, .parquet or .csv")],
     spec: SpecOpt = None,
-    speed: Annotated[float | None, typer.Option("--speed", help="x real (event) time")] = None,
-    as_fast_as_possible: Annotated[bool, typer.Option("--as-fast-as-possible")] = False,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            "--speed",
+            help="pace the events at this many times their event-time pace, e.g. 3600: an hour "
+            "of history per second [default: no pacing, as fast as possible]",
+        ),
+    ] = None,
+    as_fast_as_possible: Annotated[
+        bool,
+        typer.Option(
+            "--as-fast-as-possible",
+            help="no pacing: the default, named for scripts that want to say so; not with --speed",
+        ),
+    ] = False,
     start: Annotated[datetime | None, typer.Option("--start", help="first event time kept")] = None,
     end: Annotated[datetime | None, typer.Option("--end", help="event times before this")] = None,
     label_time_column: Annotated[str | None, typer.Option("--label-time-column")] = None,
@@ -268,7 +281,18 @@ def replay(
     metrics_port: MetricsOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Replay a history file in event-time order; bad rows to a report and the dead-letter topic."""
+    """Replay a history file in event-time order; bad rows to a report and the dead-letter topic.
+
+    Without --speed it sends as fast as Kafka takes the rows (--as-fast-as-possible says the
+    same explicitly); with --speed it keeps the history's own gaps, scaled.
+
+    Examples:
+
+    \b
+      loanstream replay history.parquet
+      loanstream replay history.csv --speed 86400 --start 2024-01-01 --end 2024-07-01
+      loanstream replay own.parquet --spec own-spec.yaml --label-delay 30d
+    """
     from loanstream.files import count_rows
     from producer.emitter import Pacing
     from producer.replay import ReplayOptions

@@ -122,7 +122,7 @@ def _answer(
             503, "no_model", [{"field": "model", "problem": "no model loaded"}], metrics
         )
     now = datetime.now(UTC)
-    predictions = score_batch(model, apps, now, now, settings.reasons, typical)
+    predictions = score_batch(model, apps, now, now, settings.reasons, typical, validator.spec)
     for p in predictions:
         metrics.scored.labels(p.decision.value, p.model_version, "rest").inc()
     if single:

@@ -106,7 +106,13 @@ class BatchScorer:
         try:
             assert model is not None, "no model loaded"
             predictions = score_batch(
-                model, apps, received, self.clock(), self.settings.reasons, typical
+                model,
+                apps,
+                received,
+                self.clock(),
+                self.settings.reasons,
+                typical,
+                self.validator.spec,
             )
         except Exception as err:
             logger.exception("scoring a batch of %d failed; dead-lettering it", len(apps))

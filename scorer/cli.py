@@ -41,7 +41,15 @@ def scorer(
     no_api: Annotated[bool, typer.Option("--no-api", help="stream only")] = False,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
 ) -> None:
-    """Score loan.applications into loan.predictions, hot-swapping to each new champion."""
+    """Score loan.applications into loan.predictions, hot-swapping to each new champion.
+
+    Examples:
+
+    \b
+      loanstream scorer
+      LOANSTREAM_SCORER_API_KEY=s3cret loanstream scorer --api-host 0.0.0.0 --api-port 8080
+      curl -s localhost:8080/v1/model
+    """
     settings = scorer_settings(api_port, api_host, insecure_no_auth, no_api)  # refuse first
     import uvicorn
     from prometheus_client import CollectorRegistry
@@ -126,9 +134,57 @@ def settings_problems(err: ValidationError) -> str:
     return "scorer settings refused: " + "; ".join(problems)
 
 
+def score(
+    source: Annotated[Path, typer.Argument(help="applications to score (.csv/.parquet)")],
+    out: Annotated[Path, typer.Option("--out", help="where the scores go (.csv/.parquet)")],
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="a registered version [default: the champion]"),
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="feature spec (default: loan)")
+    ] = None,
+) -> None:
+    """Score a file with the serving model, as the stream would: id, probability, decision,
+    reasons, model version; a row that fails the spec's checks keeps its place with the reason
+    in `error`.
+
+    Examples:
+
+    \b
+      loanstream score applications.csv --out scores.csv
+    """
+    from loanstream.contracts import Decision
+    from loanstream.files import count_rows
+    from loanstream.progress import progress_bar
+    from loanstream.spec import load_spec
+    from scorer.files import score_file, serving_model
+
+    feature_spec = load_spec(spec)
+    model = serving_model(ScorerSettings(), model_version)
+    errors = Console(stderr=True)
+    with progress_bar(errors) as bar:
+        task = bar.add_task(f"scoring with v{model.version}", total=count_rows(source))
+        summary = score_file(source, out, model, feature_spec, lambda n: bar.advance(task, n))
+    errors.print(
+        f"{summary.rows:,} rows: {summary.scored:,} scored by {summary.model_name} "
+        f"v{summary.model_version}, {summary.invalid:,} invalid (kept, with the reason in the "
+        f"error column) -> {out}"
+    )
+    if summary.scored:
+        errors.print(
+            ", ".join(
+                f"{summary.decisions.get(d.value, 0):,} {d.value} "
+                f"({summary.decisions.get(d.value, 0) / summary.scored:.1%})"
+                for d in Decision
+            )
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the scorer's command to the ``loanstream`` CLI (an entry point)."""
     app.command("scorer")(scorer)
+    app.command("score")(score)
 
 
 __all__ = ["LoanStreamError", "register"]

@@ -1,17 +1,22 @@
 """Scoring, pure: a batch of validated applications in, one Prediction per application out.
 
-Review and decline decisions carry their top three reasons: the features whose value lowers this
-applicant's probability most, measured by putting the training reference's typical value (the
-median, or the most common category) in its place and scoring again. Only features that lower
-it count, so an applicant no worse than the typical one on every feature gets no reason: the
-decision then comes from the typical profile itself. All counterfactuals of a batch go through
-the model in one call. They are scored by the model before calibration: an isotonic calibrator
-is a step function, flat over a single feature's change, while the order of applicants is the
-same before and after it.
+Review and decline decisions carry up to four principal reasons, as lenders state an adverse
+action's: the features whose value lowers this applicant's probability most, measured by putting
+the training reference's typical value (the median, or the most common category) in its place
+and scoring again, each with the feature spec's description as its text. Only features that
+lower it count, so an applicant no worse than the typical one on every feature gets no reason:
+the decision then comes from the typical profile itself. A feature the spec marks ``protected``
+(age, in the loan spec) is never a reason: it still feeds the model, its effect is simply not
+measured, and the next features take its place. All counterfactuals of a batch go through the
+model in one call. They are scored by the model before calibration: an isotonic calibrator is a
+step function, flat over a single feature's change, while the order of applicants is the same
+before and after it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +25,16 @@ import pandas as pd
 
 from loanstream.contracts import Decision, LoanApplication, Prediction, ReasonCode
 from loanstream.models import LoadedModel, repaid_probability
+from loanstream.spec import FeatureSpec, load_spec
 from scorer.compiled import CompiledModel, attribution_model
 
-TOP_REASONS = 3
+MAX_REASONS = 4  # the principal reasons an adverse-action notice gives, at most
+
+
+@functools.cache
+def default_spec() -> FeatureSpec:
+    """The packaged loan spec, read once: the reasons' spec when a caller names none."""
+    return load_spec()
 
 
 def typical_values(reference: dict[str, Any]) -> dict[str, Any]:
@@ -71,22 +83,40 @@ def compiled_effects(
     return compiled.raw_probability(subset), shifted.reshape(len(names), rows.size)
 
 
+def reason_features(
+    feature_names: list[str], typical: Mapping[str, Any], spec: FeatureSpec
+) -> list[str]:
+    """The features a reason may name: those with a typical value, less the protected ones."""
+    protected = spec.protected_features
+    return [n for n in feature_names if n in typical and n not in protected]
+
+
 def top_reasons(
-    names: list[str], rows: np.ndarray, effects: Effects
+    names: list[str],
+    rows: np.ndarray,
+    effects: Effects,
+    texts: Mapping[str, str] | None = None,
 ) -> dict[int, list[ReasonCode]]:
-    """Per row, the (at most three) features whose value lowers its probability most."""
+    """Per row, the (at most four) features whose value lowers its probability most, most
+    first, each with its ``texts`` entry (the spec's description) as words."""
+    texts = texts or {}
     own, shifted = effects
     contributions = own[np.newaxis, :] - shifted  # < 0: this value lowers the score
     reasons: dict[int, list[ReasonCode]] = {}
     # Ties (a forest often gives two features the same effect) go to the first feature, and
-    # float noise below 1e-12 does not order them: compiled and scikit-learn give the same codes.
+    # float noise below 1e-12 neither orders them nor makes a reason of a feature with no
+    # effect: compiled and scikit-learn give the same codes.
     ranked = np.round(contributions, 12)
     for column, row in enumerate(rows.tolist()):
-        order = np.argsort(ranked[:, column], kind="stable")[:TOP_REASONS]
+        order = np.argsort(ranked[:, column], kind="stable")[:MAX_REASONS]
         reasons[row] = [
-            ReasonCode(feature=names[i], contribution=float(f"{contributions[i, column]:.4g}"))
+            ReasonCode(
+                feature=names[i],
+                contribution=float(f"{contributions[i, column]:.4g}"),
+                text=texts.get(names[i]),
+            )
             for i in order
-            if contributions[i, column] < 0
+            if ranked[i, column] < 0
         ]
     return reasons
 
@@ -98,8 +128,13 @@ def score_batch(
     now: datetime,
     with_reasons: bool = True,
     typical: dict[str, Any] | None = None,
+    spec: FeatureSpec | None = None,
 ) -> list[Prediction]:
-    """One Prediction per application, in order, from ``model`` (compiled or not)."""
+    """One Prediction per application, in order, from ``model`` (compiled or not).
+
+    ``spec`` (default: the packaged loan spec) gives the reasons their words and says which
+    features are protected, never to be given as a reason; pass the spec the service runs with.
+    """
     if not applications:
         return []
     compiled = model.model if isinstance(model.model, CompiledModel) else None
@@ -114,13 +149,15 @@ def score_batch(
     rows = np.flatnonzero(decisions != Decision.APPROVE.value)
     if with_reasons and rows.size:
         typical = typical if typical is not None else typical_values(model.reference)
-        names = [n for n in model.feature_names if n in typical]
-        effects = (
-            compiled_effects(compiled, X, rows, names, typical)
-            if compiled is not None
-            else frame_effects(model, frame, rows, names, typical)
-        )
-        reasons = top_reasons(names, rows, effects)
+        spec = spec if spec is not None else default_spec()
+        names = reason_features(model.feature_names, typical, spec)
+        if names:  # none when every feature is protected
+            effects = (
+                compiled_effects(compiled, X, rows, names, typical)
+                if compiled is not None
+                else frame_effects(model, frame, rows, names, typical)
+            )
+            reasons = top_reasons(names, rows, effects, spec.descriptions)
     return [
         Prediction.trusted(
             application_id=app.application_id,

@@ -7,28 +7,36 @@ from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from loanstream.config import default_data_dir
+from loanstream.config import default_data_dir, settings_config
 from loanstream.timebounds import TimeWindowSettings
+from loanstream.tracking import SharedTracking, resolve_tracking_uri
 
 
-class ScorerSettings(BaseSettings, TimeWindowSettings):
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_SCORER_", extra="ignore")
+class ScorerSettings(BaseSettings, TimeWindowSettings, SharedTracking):
+    model_config = settings_config("LOANSTREAM_SCORER_")
 
     app_id: str = Field(default="loanstream-scorer", description="Faust app id = consumer group")
-    model_name: str = "loan-repayment"
+    model_name: str = Field(default="loan-repayment", description="registered model it serves")
     tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+        default=None,
+        description="MLflow tracking URI of the scorer alone, over MLFLOW_TRACKING_URI; with "
+        "neither: sqlite:///<data_dir>/mlflow.db",
     )
-    data_dir: Path = Field(default_factory=default_data_dir)
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="local state, and the default MLflow store; default ~/.local/share/loanstream",
+    )
     registry_poll_s: float = Field(
         default=30.0,
         gt=0,
         description="ask the MLflow registry for the champion this often (and at once on a "
         "ModelUpdate)",
     )
-    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_max: int = Field(
+        default=500, ge=1, le=10_000, description="applications scored together at most"
+    )
     batch_within_s: float = Field(
         default=0.005, gt=0, le=5, description="wait this long for a batch to fill (after one)"
     )
@@ -50,13 +58,17 @@ class ScorerSettings(BaseSettings, TimeWindowSettings):
         description="the longest a fetch waits for fetch_min_bytes (Faust's: 1,500 ms); it "
         "bounds the latency the batching adds",
     )
-    reasons: bool = True
+    reasons: bool = Field(
+        default=True, description="give the principal reasons of each decline or review"
+    )
     shadow: bool = Field(
         default=True,
         description="also score each batch with the registry's challenger (alias challenger) "
         "into loan.shadow-predictions; its predictions decide nothing",
     )
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="a larger application is a dead letter, unread"
+    )
     api_host: str = Field(
         default="127.0.0.1", description="any other than loopback needs api_key (or the opt-out)"
     )
@@ -71,7 +83,9 @@ class ScorerSettings(BaseSettings, TimeWindowSettings):
     api_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="413 past this, chunked bodies included"
     )
-    api_max_batch: int = Field(default=1000, ge=1)
+    api_max_batch: int = Field(
+        default=1000, ge=1, description="applications in one POST /v1/score (a list) at most"
+    )
     api_max_concurrency: int = Field(
         default=4,
         ge=1,
@@ -127,7 +141,7 @@ class ScorerSettings(BaseSettings, TimeWindowSettings):
         return self
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        return resolve_tracking_uri(self.tracking_uri, self.mlflow_tracking_uri, self.data_dir)
 
 
 def is_loopback(host: str) -> bool:

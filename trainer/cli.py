@@ -22,7 +22,10 @@ from loanstream.spec import load_spec
 console = Console(soft_wrap=True)
 logger = logging.getLogger(__name__)
 model_app = typer.Typer(
-    help="The registered models: list, promote, roll back, put in shadow.", no_args_is_help=True
+    help="The registered models: list, promote, roll back, put in shadow.",
+    epilog="Examples:\n\n\b\n  loanstream model list\n  loanstream model promote 3\n"
+    "  loanstream model rollback",
+    no_args_is_help=True,
 )
 
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="feature spec (default: loan)")]
@@ -53,7 +56,14 @@ def train(
     publish: PublishOpt = True,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Train, calibrate and register a model; promote it if it beats the champion."""
+    """Train, calibrate and register a model; promote it if it beats the champion.
+
+    Examples:
+
+    \b
+      loanstream train history.parquet
+      loanstream train --from-topic --start 2024-01-01 --candidates logistic,hgb
+    """
     from trainer.data import load_file, read_labelled
     from trainer.pipeline import announce, options_from, training_round
     from trainer.registry import Registry
@@ -103,6 +113,7 @@ def train(
     console.print(
         f"{len(frame):,} labelled rows ({dropped:,} dropped). Registered "
         f"{result.version.name} v{result.version.version}: AUC {metrics['auc']:.4f}, "
+        f"Gini {metrics['gini']:.4f}, KS {metrics['ks']:.4f}, "
         f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}.\n"
         f"{'Promoted to champion' if result.promoted else 'Not promoted'}: {result.reason}"
         f"{announced(published, kafka.bootstrap_servers)}.\n"
@@ -229,12 +240,95 @@ def model_shadow(
     )
 
 
+@model_app.command("register")
+def model_register(
+    model_file: Annotated[
+        Path | None, typer.Argument(help="the model, saved with skops.io.dump (.skops)")
+    ] = None,
+    spec: SpecOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="labelled history (.csv/.parquet): checks, calibration, reference"
+        ),
+    ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", help="a type the model holds that you trust (module.Class)"),
+    ] = None,
+    from_run: Annotated[
+        str | None, typer.Option("--from-run", help="take the model an MLflow run logged")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="registered model name [default: loan-repayment]")
+    ] = None,
+    max_ece: Annotated[
+        float, typer.Option("--max-ece", help="a calibrated model above this is recalibrated")
+    ] = 0.05,
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="make it the champion at once")
+    ] = False,
+    publish: PublishOpt = True,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Register a scikit-learn model trained outside LoanStream, checked against the spec and
+    calibrated on --data if need be; e.g. `loanstream model register model.skops --data
+    history.csv --trust mylib.Clipper --promote`."""
+    from loanstream.models import sha256_of
+    from trainer.data import load_file
+    from trainer.outside import read_model, read_run_model, register_outside
+    from trainer.pipeline import announce
+    from trainer.registry import BY_CLI, Registry
+    from trainer.settings import TrainerSettings
+
+    if (model_file is None) == (from_run is None):
+        raise typer.BadParameter("give a MODEL_FILE or --from-run RUN_ID, not both")
+    settings = TrainerSettings() if name is None else TrainerSettings(model_name=name)
+    feature_spec, trusted = load_spec(spec), tuple(trust or ())
+    if model_file is not None:
+        model = read_model(model_file, trusted)
+        source, tags = str(model_file), {"model_file_sha256": sha256_of(model_file)}
+    else:
+        assert from_run is not None
+        model = read_run_model(from_run, settings.resolved_tracking_uri(), trusted)
+        source, tags = f"runs:/{from_run}/model", {"model_run_id": from_run}
+    frame = load_file(data, feature_spec)[0] if data is not None else None
+    registry = Registry(settings)
+    version, chosen = register_outside(
+        model, source, feature_spec, frame, settings, registry, trusted, max_ece, tags
+    )
+    m = version.metrics
+    console.print(
+        f"Registered {version.name} v{version.version} ({chosen.reason}): AUC {m['auc']:.4f}, "
+        f"Gini {m['gini']:.4f}, KS {m['ks']:.4f}, Brier {m['brier']:.4f}, ECE {m['ece']:.4f} "
+        f"on the newest {int(m['rows']):,} rows "
+        f"of {data}."
+    )
+    if not promote:
+        console.print(f"Not promoted: `loanstream model promote {version.version}` serves it.")
+        return
+    chosen_version = registry.promote(version.version, "registered from outside", BY_CLI)
+    kafka = kafka_settings(bootstrap_servers)
+    published = (
+        [announce(kafka, chosen_version.update(), settings.broker_check_s)] if publish else []
+    )
+    tell_promotion(kafka, published, version.version, "registered from outside")
+    console.print(f"v{version.version} is champion{announced(published, kafka.bootstrap_servers)}")
+
+
 def trainer(
     spec: SpecOpt = None,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port")] = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Run the retrain service: train on loan.labelled when loan.retrain-requests asks."""
+    """Run the retrain service: train on loan.labelled when loan.retrain-requests asks.
+
+    Examples:
+
+    \b
+      loanstream trainer
+      LOANSTREAM_TRAINER_PROMOTION_POLICY=shadow loanstream trainer --metrics-port 8003
+    """
     from prometheus_client import CollectorRegistry, start_http_server
 
     from loanstream.lag import watch_lag

@@ -33,6 +33,7 @@ from loanstream.models import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     MODEL_FILE,
+    TRUSTED_KEY,
     TRUSTED_TYPES,
     LoadedModel,
     download_and_load,
@@ -40,6 +41,7 @@ from loanstream.models import (
     sha256_of,
 )
 from loanstream.spec import FeatureSpec
+from loanstream.tracking import point_mlflow_at, serves_artifacts
 from trainer.reference import typical_rows
 from trainer.settings import TrainerSettings
 from trainer.train import TrainingResult
@@ -145,15 +147,32 @@ class Registry:
             from mlflow import MlflowClient
 
             uri = self.settings.resolved_tracking_uri()
-            mlflow.set_tracking_uri(uri)
+            point_mlflow_at(uri)
             self._client = MlflowClient(uri)
-            if self._client.get_experiment_by_name(self.settings.experiment) is None:
-                self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+            experiment = self._client.get_experiment_by_name(self.settings.experiment)
+            if experiment is None:
                 self._client.create_experiment(
-                    self.settings.experiment, artifact_location=self.settings.artifact_root.as_uri()
+                    self.settings.experiment, artifact_location=self._artifact_location(uri)
+                )
+            elif serves_artifacts(uri) and experiment.artifact_location.startswith("file:"):
+                logger.warning(
+                    "experiment %s on %s keeps its artifacts at %s, a path only its own host "
+                    "reads: scorers elsewhere cannot download its models (name a new "
+                    "LOANSTREAM_TRAINER_EXPERIMENT to get server-side artifacts)",
+                    self.settings.experiment,
+                    uri,
+                    experiment.artifact_location,
                 )
             mlflow.set_experiment(self.settings.experiment)
         return self._client
+
+    def _artifact_location(self, tracking_uri: str) -> str | None:
+        """Where a new experiment keeps its artifacts: a tracking server's own store (None: its
+        ``mlflow-artifacts:/`` default, served to every host), else a folder in the data dir."""
+        if serves_artifacts(tracking_uri):
+            return None
+        self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        return self.settings.artifact_root.as_uri()
 
     def log(
         self,
@@ -161,8 +180,10 @@ class Registry:
         spec: FeatureSpec,
         train_frame: pd.DataFrame,
         tags: dict[str, str],
+        trusted: tuple[str, ...] = (),
     ) -> RegisteredVersion:
-        """Track the run (params, metrics, fingerprint, artifacts) and register the model."""
+        """Track the run (params, metrics, fingerprint, artifacts) and register the model;
+        ``trusted``: types beyond TRUSTED_TYPES that its owner declared (trainer.outside)."""
         import mlflow
         from mlflow.models import infer_signature
 
@@ -174,6 +195,7 @@ class Registry:
             "reference": result.reference,
             "spec_sha256": spec.fingerprint,
             "feature_names": spec.feature_names,
+            **({TRUSTED_KEY: list(trusted)} if trusted else {}),
         }
         with mlflow.start_run(run_name=f"{result.name}-{result.calibration}") as run:
             mlflow.log_params(
@@ -199,7 +221,7 @@ class Registry:
                 result.model,
                 name="model",
                 serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES,
+                skops_trusted_types=[*TRUSTED_TYPES, *trusted],
                 registered_model_name=name,
                 # Named, not inferred: inferring runs a Python that loads the model to see what
                 # it imports, 40 s of a retrain on this machine under load.

@@ -6,31 +6,59 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from loanstream.config import default_data_dir
+from loanstream.config import default_data_dir, settings_config
+from loanstream.tracking import SharedTracking, resolve_tracking_uri, sqlite_file
 
 
-class TrainerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LOANSTREAM_TRAINER_", extra="ignore")
+class TrainerSettings(BaseSettings, SharedTracking):
+    model_config = settings_config("LOANSTREAM_TRAINER_")
 
     tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+        default=None,
+        description="MLflow tracking URI of the trainer alone, over MLFLOW_TRACKING_URI; with "
+        "neither: sqlite:///<data_dir>/mlflow.db (artifacts in <data_dir>/mlartifacts)",
     )
-    data_dir: Path = Field(default_factory=default_data_dir)
-    experiment: str = "loanstream"
-    model_name: str = "loan-repayment"
-    seed: int = 0
-    search_candidates: int = Field(default=6, ge=1)
-    candidates: tuple[str, ...] = ("logistic", "hgb", "forest")
-    cost_wrong_approval: float = Field(default=5.0, gt=0)
-    cost_wrong_decline: float = Field(default=1.0, gt=0)
-    cost_review: float = Field(default=0.5, ge=0)
-    primary_metric: str = Field(default="auc", pattern="^(auc|log_loss|brier)$")
-    promotion_margin: float = Field(default=0.002, ge=0)
-    calibration_tolerance: float = Field(default=0.005, ge=0)
-    recent_window_days: float = Field(default=90.0, gt=0)
-    min_rows: int = Field(default=2000, ge=100)
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="default MLflow store and artifacts; default ~/.local/share/loanstream",
+    )
+    experiment: str = Field(default="loanstream", description="MLflow experiment of the runs")
+    model_name: str = Field(default="loan-repayment", description="registered model it trains")
+    seed: int = Field(default=0, description="random seed of splits and searches")
+    search_candidates: int = Field(
+        default=6, ge=1, description="hyperparameter draws per model family (halving search)"
+    )
+    candidates: tuple[str, ...] = Field(
+        default=("logistic", "hgb", "forest"), description="model families tried each round"
+    )
+    cost_wrong_approval: float = Field(
+        default=5.0, gt=0, description="cost of approving a defaulter; sets the decision bands"
+    )
+    cost_wrong_decline: float = Field(
+        default=1.0, gt=0, description="cost of declining a good payer; sets the decision bands"
+    )
+    cost_review: float = Field(
+        default=0.5, ge=0, description="cost of a manual review; sets the decision bands"
+    )
+    primary_metric: str = Field(
+        default="auc",
+        pattern="^(auc|log_loss|brier)$",
+        description="holdout metric a challenger must beat the champion on: auc, log_loss, brier",
+    )
+    promotion_margin: float = Field(
+        default=0.002, ge=0, description="the challenger's gain on primary_metric must reach this"
+    )
+    calibration_tolerance: float = Field(
+        default=0.005, ge=0, description="the challenger's ECE may exceed the champion's by this"
+    )
+    recent_window_days: float = Field(
+        default=90.0, gt=0, description="newest days a retrain request without a window trains on"
+    )
+    min_rows: int = Field(
+        default=2000, ge=100, description="labelled rows a round needs before it trains"
+    )
     wait_for_rows_s: float = Field(
         default=600.0,
         ge=0,
@@ -113,7 +141,7 @@ class TrainerSettings(BaseSettings):
         description="records a verdict reads at most from each of loan.shadow-predictions and "
         "loan.labelled",
     )
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, description="Prometheus /metrics; none: off")
 
     @model_validator(mode="after")
     def _rows_fit_in_memory(self) -> TrainerSettings:
@@ -127,10 +155,11 @@ class TrainerSettings(BaseSettings):
         return self
 
     def resolved_tracking_uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        uri = resolve_tracking_uri(self.tracking_uri, self.mlflow_tracking_uri, self.data_dir)
+        database = sqlite_file(uri)
+        if database is not None:  # SQLite makes the file, not its folder
+            database.parent.mkdir(parents=True, exist_ok=True)
+        return uri
 
     @property
     def artifact_root(self) -> Path:

@@ -71,6 +71,22 @@ class TrainingResult:
     test_uncalibrated: np.ndarray
 
 
+def calibrate_best(
+    fitted: Any, x_cal: pd.DataFrame, y_cal: np.ndarray, x_val: pd.DataFrame, y_val: np.ndarray
+) -> tuple[str, dict[str, float], CalibratedClassifierCV]:
+    """``fitted`` calibrated with sigmoid and with isotonic on the calibration rows; the method
+    with the lower Brier score on the validation rows, then the lower ECE, is kept."""
+    best: tuple[str, dict[str, float], CalibratedClassifierCV] | None = None
+    for method in ("sigmoid", "isotonic"):
+        calibrated = CalibratedClassifierCV(FrozenEstimator(fitted), method=method)
+        calibrated.fit(x_cal, y_cal)
+        scores = classification_metrics(y_val, repaid_probability(calibrated, x_val))
+        if best is None or (scores["brier"], scores["ece"]) < (best[1]["brier"], best[1]["ece"]):
+            best = (method, scores, calibrated)
+    assert best is not None
+    return best
+
+
 def train(
     split: Split,
     spec: FeatureSpec,
@@ -111,20 +127,9 @@ def train(
             search.fit(split.train[x], y_train)
         fitted = search.best_estimator_
         on_step(f"calibrating {candidate.name}")
-        best = None
-        for method in ("sigmoid", "isotonic"):
-            calibrated = CalibratedClassifierCV(FrozenEstimator(fitted), method=method)
-            calibrated.fit(split.calibrate[x], y_cal)
-            scores = classification_metrics(
-                y_val, repaid_probability(calibrated, split.validate[x])
-            )
-            if best is None or (scores["brier"], scores["ece"]) < (
-                best[1]["brier"],
-                best[1]["ece"],
-            ):
-                best = (method, scores, calibrated)
-        assert best is not None
-        method, scores, calibrated = best
+        method, scores, calibrated = calibrate_best(
+            fitted, split.calibrate[x], y_cal, split.validate[x], y_val
+        )
         results.append(
             (
                 CandidateResult(

@@ -49,6 +49,8 @@ HEALTH_TOOLS = {
     "apache/kafka": "/opt/kafka/bin/kafka-broker-api-versions.sh",
     "prom/prometheus": "wget",
     "grafana/grafana": "curl",
+    "ghcr.io/mlflow/mlflow": "python",
+    "postgres": "pg_isready",
 }
 
 
@@ -117,7 +119,7 @@ def test_loanstream_logs_are_bounded_on_the_host() -> None:
         }, name
 
 
-def test_services_that_share_the_mlflow_store_share_the_volume() -> None:
+def test_the_history_and_local_state_share_the_data_volume() -> None:
     for name, service in OURS.items():
         assert "loanstream-data:/data" in service["volumes"], name
         for key, value in service["environment"].items():
@@ -128,6 +130,42 @@ def test_services_that_share_the_mlflow_store_share_the_volume() -> None:
     for name in ("scorer", "monitor", "trainer"):
         prefix = f"LOANSTREAM_{name.upper()}_DATA_DIR"
         assert SERVICES[name]["environment"][prefix] == "/data"
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_every_service_shares_one_mlflow_server_on_postgres_that_alone_holds_the_models() -> None:
+    """One registry for services on any machine: MLFLOW_TRACKING_URI names the server, which
+    keeps runs in PostgreSQL and serves the model files from a volume no other service mounts."""
+    from importlib.metadata import version
+
+    server, database = SERVICES["mlflow"], SERVICES["postgres"]
+    assert server["image"] == f"ghcr.io/mlflow/mlflow:v{version('mlflow')}-full"  # has psycopg2
+    assert database["image"].startswith("postgres:")
+    command = server["command"]
+    assert command[:2] == ["mlflow", "server"] and "--serve-artifacts" in command
+    assert f"mlflow-artifacts:{flag(command, '--artifacts-destination')}" in server["volumes"]
+    store = server["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert re.fullmatch(
+        r"postgresql://mlflow:\$\{MLFLOW_DB_PASSWORD:\?[^}]+\}@postgres:5432/mlflow", store
+    )
+    assert database["environment"]["POSTGRES_USER"] == "mlflow"
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+    uri = "http://mlflow:" + flag(command, "--port")
+    # MLflow answers only the Host headers it allows (its /health answers any): the services' too
+    assert "mlflow:" + flag(command, "--port") in flag(command, "--allowed-hosts").split(",")
+    for name in ("first-model", "scorer", "monitor", "trainer"):
+        env = SERVICES[name]["environment"]
+        assert default_of(env["MLFLOW_TRACKING_URI"]) == uri, name
+        assert not any(k.endswith("_TRACKING_URI") and k.startswith("LOANSTREAM_") for k in env)
+        assert SERVICES[name]["depends_on"]["mlflow"]["condition"] == "service_healthy", name
+    holders = [n for n, s in SERVICES.items() if any("mlflow-" in v for v in s.get("volumes", []))]
+    assert sorted(holders) == ["mlflow", "postgres"]
+    assert [v for v in database["volumes"] if v.startswith("mlflow-")] == [
+        "mlflow-db:/var/lib/postgresql/data"
+    ]
 
 
 def test_dependencies_and_mounted_files_exist() -> None:
@@ -143,6 +181,7 @@ def test_dependencies_and_mounted_files_exist() -> None:
     }
     assert published == {
         "kafka": ["127.0.0.1:9092:9092"],
+        "mlflow": ["127.0.0.1:5000:5000"],
         "scorer": ["127.0.0.1:8080:8080"],
         "prometheus": ["127.0.0.1:9090:9090"],
         "grafana": ["127.0.0.1:3000:3000"],

@@ -118,6 +118,12 @@ def test_a_users_own_spec_with_other_columns_loads(tmp_path: Path) -> None:
             ["not", "a", "mapping"],
             "invalid feature spec <t>: expected a mapping at the top level, got list",
         ),
+        (
+            with_(
+                features=[{"name": "x", "type": "numeric", "min": 0, "max": 1, "protected": "no"}]
+            ),
+            "invalid feature spec <t>: features.0.protected: Input should be a valid boolean",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_with_a_message_naming_the_problem(
@@ -135,3 +141,22 @@ def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
     bad.write_text("features: [unclosed\n")
     with pytest.raises(SpecError, match=r"^invalid feature spec .*bad.yaml: not valid YAML"):
         load_spec(bad)
+
+
+def test_the_loan_spec_protects_age_and_describes_every_feature() -> None:
+    spec = load_spec()
+    assert spec.protected_features == {"age"}
+    assert spec.feature("age").protected and not spec.feature("credit_score").protected
+    assert set(spec.descriptions) == set(spec.feature_names)  # each reason has its words
+
+
+def test_protected_is_false_unless_said_and_leaves_the_fingerprint_alone() -> None:
+    plain = parse_spec(MINIMAL)
+    assert not plain.feature("x").protected and plain.protected_features == frozenset()
+    x = {"name": "x", "type": "numeric", "min": 0, "max": 1}
+    marked = parse_spec(with_(features=[{**x, "protected": True}]))
+    assert marked.protected_features == {"x"}
+    # It says what may explain a decision, not what the data is: models keep their fingerprint.
+    assert marked.fingerprint == plain.fingerprint
+    described = parse_spec(with_(features=[{**x, "description": "an x"}]))
+    assert described.fingerprint != plain.fingerprint

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import ks_2samp
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 
 from loanstream.contracts import DriftEvent, DriftSignal
@@ -108,6 +109,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         drift_events=events,
         window=WINDOW,
         on_step=steps.append,
+        labels="all",  # every row of this history has its outcome, whatever the decision
     )
     return Built(frame, spec, reference, result, result.html.read_text("utf-8"), steps)
 
@@ -142,6 +144,10 @@ def test_window_metrics_match_scikit_learn_and_the_batch_estimate(built: Built) 
         assert w.realized.count == WINDOW
         assert w.realized.accuracy == accuracy_score(y, p >= 0.5)
         assert w.realized.auc == pytest.approx(roc_auc_score(y, p), abs=1e-3)
+        assert w.realized.gini == pytest.approx(2 * roc_auc_score(y, p) - 1, abs=2e-3)
+        ks = ks_2samp(p[y == 1], p[y == 0]).statistic
+        assert w.realized.ks == pytest.approx(ks, abs=0.01)  # 100 bins: exact at bin edges
+        assert w.realized.ks <= ks + 1e-12  # a histogram only sees the gap at its edges
         assert w.realized.brier == pytest.approx(brier_score_loss(y, p), rel=1e-12)
         assert w.realized.default_rate == pytest.approx(1 - y.mean(), abs=1e-12)
         assert w.realized.approval_rate == np.mean(rows["decision"] == "approve")
@@ -223,10 +229,11 @@ def test_the_report_says_which_population_the_realized_figures_stand_on(built: B
     explored = ROWS - approved
     assert (summary["approved_rows"], summary["explored_rows"]) == (approved, explored)
     sentence = (
-        f"Realized on {approved:,} approved and {explored:,} explored applications "
-        "(outcomes exist only for these)."
+        "Every application could get an outcome in this run, whatever its decision (no "
+        f"selective labels): realized on all {ROWS:,} labelled applications, {approved:,} "
+        f"approved and {explored:,} reviewed or declined."
     )
-    assert summary["population"] == sentence
+    assert (summary["labels"], summary["population"]) == ("all", sentence)
     html = built.html
     cards_end = html.index('</div>\n<p class="note" id="population">')
     population = html[cards_end : html.index("<h2>Performance over time</h2>")]
@@ -240,9 +247,18 @@ def test_the_report_says_which_population_the_realized_figures_stand_on(built: B
 def test_the_population_of_an_approved_only_feed_with_explored_rows(tmp_path: Path) -> None:
     frame = small_frame(1000)
     frame["decision"] = ["approve"] * 950 + ["review"] * 30 + ["decline"] * 20
-    result = build_report(frame, tmp_path, window=1000)
+    result = build_report(frame, tmp_path / "selective", window=1000, labels="approved")
     assert result.summary["population"] == (
-        "Realized on 950 approved and 50 explored applications (outcomes exist only for these)."
+        "Selective labels: outcomes exist only for approved applications and the explored "
+        "reviews and declines, so the realized figures stand on 950 approved and 50 explored "
+        "applications."
+    )
+    html = result.html.read_text("utf-8")
+    assert result.summary["population"] in html and "no selective labels" not in html
+    unsaid = build_report(frame, tmp_path / "unsaid", window=1000).summary["population"]
+    assert unsaid == (
+        "Realized on the 1,000 applications with an outcome: 950 approved and 50 reviewed or "
+        "declined (the run did not say whether outcomes were selective)."
     )
     assert result.summary["population_shares"] == (
         "Labelled rows by decision: approve 950 (95.0%), review 30 (3.0%), decline 20 (2.0%)."
@@ -330,6 +346,8 @@ def test_bad_input_is_refused_with_what_was_expected(tmp_path: Path) -> None:
         build_report(frame.drop(columns="label"), tmp_path)
     with pytest.raises(ValueError, match="window must be a positive number of rows, got 0"):
         build_report(frame, tmp_path, window=0)
+    with pytest.raises(ValueError, match=r"labels must be one of \('all', 'approved'\)"):
+        build_report(frame, tmp_path, labels="some")
     naive = frame.assign(event_time=frame["event_time"].dt.tz_localize(None))
     with pytest.raises(ValueError, match="time-zone-aware"):
         build_report(naive, tmp_path)
@@ -340,3 +358,53 @@ def test_bad_input_is_refused_with_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="label must be 0 or 1, got 1 rows like 2"):
         build_report(frame.assign(label=np.r_[2, frame["label"][1:]]), tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written for refused input
+
+
+def test_ranking_leads_with_gini_and_ks_and_accuracy_comes_last(built: Built) -> None:
+    summary = built.result.summary
+    y, p = built.frame["label"].to_numpy(), built.frame["probability"].to_numpy()
+    assert summary["gini"] == pytest.approx(2 * roc_auc_score(y, p) - 1, abs=2e-3)
+    assert summary["ks"] == pytest.approx(ks_2samp(p[y == 1], p[y == 0]).statistic, abs=0.01)
+    last = built.result.windows[-1].realized
+    assert (summary["last_window_gini"], summary["last_window_ks"]) == (last.gini, last.ks)
+    cards = built.html[
+        built.html.index('<div class="cards">') : built.html.index('id="population"')
+    ]
+    assert cards.index("AUC") < cards.index("Gini") < cards.index("KS") < cards.index("ECE")
+    assert cards.index("ECE") < cards.index("accuracy")  # accuracy at 0.5 is the last card
+    windows = built.html[built.html.index("<h2>Windows</h2>") : built.html.index("<h2>Feature")]
+    assert windows.index("<th>Gini</th>") < windows.index("<th>accuracy</th>")
+
+
+def test_the_score_has_a_psi_and_each_feature_a_csi_with_its_band(built: Built) -> None:
+    summary = built.result.summary
+    score = next(d for d in built.result.drift if d.feature == "probability")
+    assert (summary["score_psi"], summary["score_psi_band"]) == (score.psi, "act")
+    table = built.html[built.html.index("<h2>Feature and prediction drift") :]
+    table = table[: table.index("</table>")]
+    assert "Bands: stable &lt; 0.1 ≤ watch &lt; 0.25 ≤ act." in table
+    assert table.count('<td class="l">CSI</td>') == len(built.spec.feature_names)
+    assert table.count('<td class="l">PSI</td>') == 1
+    credit = table[table.index("credit_score") :]
+    assert '<td class="l act">act</td>' in credit[: credit.index("</tr>")]
+
+
+def test_a_drift_is_drawn_where_it_became_knowable_with_its_evidence(built: Built) -> None:
+    marks = {m["signal"]: m for m in built.result.summary["drift_marks"]}
+    ordered = built.frame.sort_values("event_time", ignore_index=True)
+    confirming = ordered.iloc[21_400]
+    concept = marks["concept"]
+    # the confirming outcome arrived long after its application: that is when it was known
+    assert concept["known_by"] == "outcome"
+    assert concept["known_at"] == confirming["outcome_time"].to_pydatetime(warn=False).isoformat()
+    assert concept["known_at"] > concept["evidence_to"]
+    assert concept["evidence_from"] == ordered["event_time"][20_700].isoformat()
+    assert concept["evidence_to"] == confirming["event_time"].isoformat()
+    data = marks["data"]  # a data drift is known when the confirming application is scored
+    assert (data["known_by"], data["known_at"]) == (
+        "scoring",
+        ordered["event_time"][20_500].isoformat(),
+    )
+    assert "drawn where it became knowable" in built.html
+    events = built.html[built.html.index("<h2>Drift events</h2>") :]
+    assert "(outcome)" in events and "(scoring)" in events

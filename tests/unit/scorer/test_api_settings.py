@@ -95,6 +95,6 @@ def test_the_command_line_is_validated_with_the_environment(
 def test_the_scorer_command_refuses_an_exposed_api_before_starting() -> None:
     app = Typer()
     register(app)
-    result = CliRunner().invoke(app, ["--api-host", "0.0.0.0", "--api-port", "9000"])
+    result = CliRunner().invoke(app, ["scorer", "--api-host", "0.0.0.0", "--api-port", "9000"])
     assert isinstance(result.exception, LoanStreamError)
     assert str(result.exception) == f"scorer settings refused: {EXPOSED}"

@@ -4,15 +4,18 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
+import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
 from loanstream.config import KafkaSettings
 from loanstream.contracts import DeadLetter, Decision, Prediction
-from loanstream.models import LoadedModel
+from loanstream.models import LoadedModel, repaid_probability
 from loanstream.spec import load_spec
 from loanstream.validation import ApplicationValidator
 from scorer.app import BatchScorer
+from scorer.compiled import attribution_model
 from scorer.core import score_batch, typical_values
 from scorer.holder import ModelHolder
 from scorer.metrics import ScorerMetrics
@@ -62,8 +65,10 @@ def test_one_prediction_per_application_in_order_with_bands_and_reasons(
         if p.decision == Decision.APPROVE:
             assert p.reasons == []
         else:  # reasons are the features worse than the typical applicant's
-            assert len(p.reasons) <= 3
+            assert len(p.reasons) <= 4
             assert all(r.contribution < 0 for r in p.reasons)
+            assert all(r.text == SPEC.feature(r.feature).description for r in p.reasons)
+            assert all(r.feature != "age" for r in p.reasons)  # protected in the loan spec
             if p.probability < typical_p.probability - 0.01:
                 assert p.reasons
             assert [r.contribution for r in p.reasons] == sorted(r.contribution for r in p.reasons)
@@ -84,6 +89,38 @@ def test_a_reason_names_the_feature_that_hurts(model: LoadedModel) -> None:
     [p] = score_batch(model, [app], NOW, NOW)
     assert p.decision != Decision.APPROVE
     assert p.reasons[0].feature == "credit_score"
+    assert p.reasons[0].text == "bureau score (FICO range)"
+
+
+def test_an_applicant_worse_on_five_features_gets_the_four_that_hurt_most(
+    model: LoadedModel,
+) -> None:
+    typical = typical_values(model.reference)
+    worse = {
+        "credit_score": 420,
+        "debt_to_income": 1.2,
+        "interest_rate": 30.0,
+        "employment_length": 0.0,
+        "income": 8000.0,
+    }
+    app = VALIDATOR.validate(
+        {
+            "application_id": "a",
+            "event_time": "2026-01-01T00:00:00Z",
+            "features": {**{n: typical[n] for n in SPEC.feature_names}, **worse},
+        }
+    )
+    [p] = score_batch(model, [app], NOW, NOW)
+    # What each worse value costs on its own, before calibration (as reasons are measured).
+    raw = attribution_model(model.model)
+    rows = [app.features] + [{**app.features, name: typical[name]} for name in worse]
+    own, *typical_one = repaid_probability(raw, pd.DataFrame(rows, columns=SPEC.feature_names))
+    cost = dict(zip(worse, own - np.array(typical_one), strict=True))
+    assert all(c < 0 for c in cost.values())
+    assert [r.feature for r in p.reasons] == sorted(worse, key=cost.get)[:4]
+    assert [r.contribution for r in p.reasons] == [
+        float(f"{cost[r.feature]:.4g}") for r in p.reasons
+    ]
 
 
 @dataclass
