@@ -90,7 +90,13 @@ def load_model_file(directory: Path, expected_sha256: str | None) -> tuple[Any, 
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
     if untrusted:
         raise ModelRejected(f"model file holds types outside the trusted list: {untrusted}")
-    model = sio.load(path, trusted=trusted)
+    try:
+        model = sio.load(path, trusted=trusted)
+    except ImportError as error:  # a declared type whose code is not installed here
+        raise ModelRejected(
+            f"the model needs {error.name or 'a module'}, which cannot be imported here: install "
+            f"it or put it on PYTHONPATH where the model is served ({error})"
+        ) from error
     return model, metadata
 
 

@@ -5,6 +5,7 @@ only through the sha256 the registry recorded."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,10 @@ def test_an_uncalibrated_custom_pipeline_is_calibrated_registered_and_loads_veri
         local = Path(mlflow.artifacts.download_artifacts(version.uri, dst_path=tmp))
         with pytest.raises(ModelRejected, match=rf"outside the trusted list: \['{CLIPPER}'\]"):
             load_model_file(local, None)  # unverified bytes: only LoanStream's own types
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(sys.modules, __name__, None)  # the owner's code is not installed here
+            with pytest.raises(ModelRejected, match=rf"needs {__name__}, which cannot be imported"):
+                load_model_file(local, version.sha256)
 
 
 def test_the_command_refuses_without_trust_then_registers_and_promotes(
