@@ -61,11 +61,16 @@ def test_a_backtest_detects_the_drift_and_retraining_beats_the_first_champion(
     # The first version that beat the champion: usually v2, but a round whose window starts
     # before the onset can be rejected first (v2 kept out, v3 promoted in one CI run).
     assert loop["promoted_version"] is not None and int(loop["promoted_version"]) >= 2
-    # v2 is promoted after the drift is confirmed, by the wall clock, which is exact. Its first
-    # position is not: a partition that lags behind the others in an as-fast-as-possible replay
-    # hands v2 applications from before the onset (8,683 in one run, promoted at 14,096).
+    # The new version's first position is not exact: a partition that lags behind the others in
+    # an as-fast-as-possible replay hands it applications from before the onset (8,683 in one
+    # run, promoted at 14,096).
     assert loop["first_served_position"] is not None
-    assert datetime.fromisoformat(loop["promoted_at"]) > datetime.fromisoformat(loop["detected_at"])
+    # A promotion follows the first retrain request by the wall clock. It need not follow the
+    # alarm the summary names (the first by the event time of its confirming outcome): another
+    # detector can fire first by the wall clock, as outcomes reach the monitor's partitions
+    # unevenly, and its request be promoted before that alarm (2 s before it in one CI run).
+    requested = datetime.fromisoformat(loop["retrain_requested_at"])
+    assert datetime.fromisoformat(loop["promoted_at"]) > requested
     assert loop["scored"] == 30_000
     after = summary["with_vs_without"]["after_promotion"]
     assert after["rows"] > 1000
