@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 # As fast as possible, nobody waits for one message: fuller batches mean fewer requests for the
 # broker (sharing the machine) to handle. Paced production keeps the low-latency defaults.
 BULK_PRODUCER = {"linger.ms": 20, "batch.size": 1_000_000}
-ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner decides
 
 
 @dataclass(frozen=True)
@@ -132,10 +131,7 @@ class Emitter:
         self._queue = OutcomeQueue()
         self._failed: list[tuple[str, bytes | None, bytes | None, int]] = []
         self._producer = IdempotentProducer(
-            kafka,
-            # failures reach _delivered through the producer's own callback, not one per message
-            {"on_delivery": self._delivered, **({} if pacing.paced else BULK_PRODUCER)},
-            on_delivery=self._delivered,
+            kafka, {} if pacing.paced else BULK_PRODUCER, on_delivery=self._delivered
         )
         self._bucket = TokenBucket(pacing.rate) if pacing.rate else None
         self._wall0: float | None = None
@@ -181,7 +177,7 @@ class Emitter:
             n = self._allowed(millis, sent)
             end = sent + n
             batch = zip(keys[sent:end], values[sent:end], millis[sent:end], strict=True)
-            self._produce(app_topic, batch)
+            self._producer.produce_many(app_topic, batch)
             if not self.pacing.paced:
                 self._clock_ns = millis[end - 1] * 1_000_000
             sent += n
@@ -190,25 +186,6 @@ class Emitter:
             self._send_due_outcomes()
             self.summary.app_seconds = time.monotonic() - self._wall0
             self.on_sent(n)
-
-    def _produce(self, topic: str, messages: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """Produce ``(key, value, timestamp_ms)`` in order; when the local queue is full, serve
-        delivery reports until there is room. Arguments go by position (topic, value, key,
-        partition, callback, on_delivery, timestamp): parsing keywords costs more than the call."""
-        producer = self._producer.producer
-        send = producer.produce
-        for key, value, ms in messages:
-            try:
-                send(topic, value, key, ANY_PARTITION, None, None, ms)
-            except BufferError:
-                while True:
-                    producer.poll(0.05)
-                    try:
-                        send(topic, value, key, ANY_PARTITION, None, None, ms)
-                        break
-                    except BufferError:
-                        continue
-        producer.poll(0)
 
     def _allowed(self, millis: list[int], sent: int) -> int:
         remaining = len(millis) - sent
@@ -235,7 +212,7 @@ class Emitter:
         if self.selective is not None:
             due = self.selective.release(due, wait_s)
             self._tally(self.selective)
-        self._produce(topic, due)
+        self._producer.produce_many(topic, due)
         self.summary.outcomes += len(due)
         self.metrics.produced.labels("outcome").inc(len(due))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -25,6 +25,8 @@ from loanstream.config import KafkaSettings
 from loanstream.errors import DeliveryError
 
 logger = logging.getLogger(__name__)
+
+ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner decides
 
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,
@@ -96,7 +98,8 @@ class IdempotentProducer:
     def producer(self) -> Producer:
         if self._producer is None:
             conf = {**self.settings.confluent(), **PRODUCER_DEFAULTS, **self.overrides}
-            self._producer = Producer(conf)
+            # The producer-wide callback: produce_many passes none per message
+            self._producer = Producer({**conf, "on_delivery": self._delivered})
         return self._producer
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
@@ -129,19 +132,26 @@ class IdempotentProducer:
             self._unpolled = 0
             self.producer.poll(0)
 
-    def produce_many(self, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
-        """Produce ``(key, value, timestamp_ms)`` messages: the hot path of replay and producer."""
-        producer, delivered = self.producer, self._delivered
+    def produce_many(self, topic: str, messages: Iterable[tuple[bytes, bytes, int]]) -> None:
+        """Produce ``(key, value, timestamp_ms)`` messages: the hot path of replay and producer.
+
+        Failures reach the producer-wide callback, not one passed per message, and arguments go
+        by position (topic, value, key, partition, callback, on_delivery, timestamp): parsing
+        keywords costs more than the call. A full local queue is waited out, serving reports.
+        """
+        producer = self.producer
         send = producer.produce
+        sent = 0
         for key, value, timestamp in messages:
             while True:
                 try:
-                    send(topic, value, key, timestamp=timestamp, on_delivery=delivered)
+                    send(topic, value, key, ANY_PARTITION, None, None, timestamp)
                     break
                 except BufferError:
                     producer.poll(0.05)
+            sent += 1
         producer.poll(0)
-        self.report.produced += len(messages)
+        self.report.produced += sent
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self.producer.poll(timeout))

@@ -156,7 +156,7 @@ def test_the_emitter_reports_every_message_that_was_not_delivered() -> None:
     emitter = Emitter(kafka, SPEC, Pacing(), ProducerMetrics(CollectorRegistry()), None)
     emitter._producer = IdempotentProducer(  # the emitter's settings, with a short timeout
         kafka,
-        {"on_delivery": emitter._delivered, "message.timeout.ms": 200, "log_level": 0},
+        {"message.timeout.ms": 200, "log_level": 0},
         on_delivery=emitter._delivered,
     )
     rows = check_frame(history(50, 2), SPEC).good
