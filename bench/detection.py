@@ -154,9 +154,14 @@ def detect(
     found: dict[str, list[int]] = {name: [] for name in CONFIGS}
     labelled_at: list[int] = []  # application position when each labelled event arrived
 
+    pending: list[LabelledExample] = []  # through the pipeline in batches, its fast path
+
     def label(example: LabelledExample, position: int) -> None:
         labelled_at.append(position)
-        pipeline.on_labelled(example)
+        pending.append(example)
+        if len(pending) >= 1024:
+            pipeline.on_labelled_batch(pending)
+            pending.clear()
         p, y = example.probability, example.label
         for name, detector, encode in singles:
             detector.update(encode(p, y))
@@ -180,6 +185,7 @@ def detect(
             heapq.heappush(due, (known.iloc[position].timestamp(), position, example))
     while due:  # known after the stream's last application
         label(heapq.heappop(due)[2], position)
+    pipeline.on_labelled_batch(pending)
     for event in pipeline.events:
         labels = event.signal in LABELLED
         at = labelled_at[event.confirmed_position] if labels else event.confirmed_position

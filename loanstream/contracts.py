@@ -195,6 +195,12 @@ class DriftEvent(Contract):
     model_name: str
     model_version: str
     detected_at: AwareDatetime = Field(default_factory=utcnow)
+    expected_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None, description="repayment rate the model promised the evidence's applicants"
+    )
+    observed_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None, description="repayment rate those applicants showed"
+    )
 
 
 class RetrainRequest(Contract):

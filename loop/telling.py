@@ -38,7 +38,7 @@ def statistic_name(e: DriftEvent) -> str:
     """What ``e.statistic`` is, after the detector that reported it."""
     if e.detector.startswith("psi"):
         return "PSI"
-    if e.detector.startswith("segment-cusum"):
+    if e.detector.startswith(("segment-cusum", "label-cusum")):
         return "CUSUM"
     if e.signal == DriftSignal.CONCEPT:
         return "log-likelihood ratio"
@@ -61,9 +61,12 @@ def measured(e: DriftEvent) -> str:
 def drift_sentence(e: DriftEvent) -> str:
     """What moved, on which model version, and by how much against its threshold."""
     subject = f" in {e.feature}" if e.feature else ""
+    effect = ""
+    if e.expected_rate is not None and e.observed_rate is not None:
+        effect = f"; repaid {e.observed_rate:.1%} where the model promised {e.expected_rate:.1%}"
     return (
         f"{e.signal.value} drift{subject} on {e.model_name} v{e.model_version}: {measured(e)}, "
-        f"{e.detector} over {e.window_size:,} events"
+        f"{e.detector} over {e.window_size:,} events{effect}"
     )
 
 

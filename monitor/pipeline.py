@@ -11,6 +11,7 @@ and the detection benchmark all run this same object; it never touches Kafka.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,16 +31,16 @@ from loanstream.spec import FeatureSpec
 from monitor.calibration import calibrated_detectors
 from monitor.datadrift import DataDrift, DataDriftMonitor
 from monitor.detectors import ConceptDrift, ConceptDriftMonitor
+from monitor.labeltest import DELTAS, LabelDrift, LabelDriftTest, Regions, null_threshold
 from monitor.performance import (
     PerformanceTracker,
     WindowResult,
     epoch_seconds,
     epoch_seconds_many,
 )
-from monitor.segments import SegmentDrift, SegmentMonitor
 
 RING = 1 << 13  # event times remembered per stream, to date a detection's first position
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the label test replaced the segment CUSUMs
 BATCH = 1024  # events per step of the batch methods: the ring dates each of them
 APPROVE = Decision.APPROVE  # looked up once: an enum member lookup costs 0.1 us per event
 
@@ -153,8 +154,11 @@ class DetectionPipeline:
                 cache=self.config.calibration_cache,
             )
         )
+        self.regions = Regions.from_reference(reference, spec)
+        self.labels = LabelDriftTest(
+            self.regions, label_threshold(self.regions, reference, self.config.target_run_length)
+        )
         # One pipeline sees one model version: a version dimension would only repeat "all".
-        self.segments = SegmentMonitor(target_run_length=self.config.target_run_length)
         self.performance = PerformanceTracker(segment=self.config.segment, versions=False)
         self.cooldown = Cooldown()
         self.positions = _Positions()
@@ -167,7 +171,7 @@ class DetectionPipeline:
             "model": [self.model_name, self.model_version],
             "data": self.data.to_dict(),
             "concept": self.concept.to_dict(),
-            "segments": self.segments.to_dict(),
+            "labels": self.labels.to_dict(),
             "performance": self.performance.to_dict(),
             "cooldown": {
                 "last_request": self.cooldown.last_request.isoformat()
@@ -204,7 +208,7 @@ class DetectionPipeline:
             ConceptDriftMonitor.from_dict(state["concept"]),
         )
         pipeline.data = DataDriftMonitor.from_dict(state["data"], dict(reference), spec)
-        pipeline.segments = SegmentMonitor.from_dict(state["segments"])
+        pipeline.labels = LabelDriftTest.from_dict(state["labels"], pipeline.regions)
         pipeline.performance = PerformanceTracker.from_dict(state["performance"])
         last = state["cooldown"]["last_request"]
         pipeline.cooldown = Cooldown(
@@ -254,14 +258,12 @@ class DetectionPipeline:
             p, y, fields["decision"] == APPROVE, seconds, fields["model_version"], segment
         )
         drift = self.concept.update(p, y, seconds)
-        shortfall = self.segments.update(segment, p, y, position, seconds)
-        if drift is None and shortfall is None:
+        changes = self.labels.update([p], [y], [fields["features"]], position, [seconds])
+        if drift is None and not changes:
             return Detections(windows=tuple(windows)) if windows else NOTHING
-        events = []
+        events = [self._label_event(c, example.event_time) for c in changes]
         if drift is not None:
             events.append(self._concept_event(drift, example.event_time))
-        if shortfall is not None:
-            events.append(self._segment_event(shortfall, example.event_time))
         published = self._publish(events)
         return Detections(published.events, published.requests, tuple(windows))
 
@@ -316,14 +318,16 @@ class DetectionPipeline:
         first = positions.labelled + 1
         positions.times["labelled"].put_many(first, seconds)
         positions.labelled += len(examples)
-        concept, segment_update, events = self.concept.update, self.segments.update, []
-        for i, (pi, yi, ti, segment) in enumerate(zip(p, y, seconds, segments, strict=True)):
+        concept, found = self.concept.update, []
+        for i, (pi, yi, ti) in enumerate(zip(p, y, seconds, strict=True)):
             drift = concept(pi, yi, ti)
-            shortfall = segment_update(segment, pi, yi, first + i, ti)
             if drift is not None:
-                events.append(self._concept_event(drift, examples[i].event_time))
-            if shortfall is not None:
-                events.append(self._segment_event(shortfall, examples[i].event_time))
+                found.append((i, 1, self._concept_event(drift, examples[i].event_time)))
+        changes = self.labels.update(p, y, [f["features"] for f in fields], first, seconds)
+        for change in changes:
+            i = change.confirmed_position - first
+            found.append((i, 0, self._label_event(change, examples[i].event_time)))
+        events = [event for _, _, event in sorted(found, key=lambda f: f[:2])]
         if not events:
             return Detections(windows=tuple(windows)) if windows else NOTHING
         published = self._publish(events)
@@ -401,22 +405,39 @@ class DetectionPipeline:
             confirmed_position=drift.confirmed_position,
         )
 
-    def _segment_event(self, drift: SegmentDrift, now: datetime) -> DriftEvent:
-        """A segment repaying less than promised: ``statistic`` is the CUSUM that crossed."""
-        subject = f"{self.config.segment}={drift.segment}"
+    def _label_event(self, drift: LabelDrift, now: datetime) -> DriftEvent:
+        """Labels that stopped keeping the model's promise in one region (everyone: "all");
+        ``statistic`` is the CUSUM of log-likelihood ratios that crossed, in nats."""
         return self._event(
-            DriftSignal.PERFORMANCE,
-            subject,
+            DriftSignal.CONCEPT,
+            drift.region,
             datetime.fromtimestamp(drift.first_seconds, UTC),
             now,
-            detector=f"segment-cusum[{drift.effect:g}]",
-            feature=subject,
+            detector=f"label-cusum[{drift.shift:+g}]",
+            feature=None if drift.region == "all" else drift.region,
             statistic=drift.statistic,
             threshold=drift.threshold,
             window_size=drift.events,
             first_position=drift.first_position,
             confirmed_position=drift.confirmed_position,
+            expected_rate=_rate(drift.expected_rate),
+            observed_rate=_rate(drift.observed_rate),
         )
+
+
+def label_threshold(
+    regions: Regions, reference: Mapping[str, Any], target_run_length: int
+) -> float:
+    """The label test's threshold for this model: simulated under its reference predictions,
+    or, for a reference without them, Lorden's bound over every region and shift."""
+    quantiles = (reference.get("prediction") or {}).get("quantiles")
+    if quantiles:
+        return null_threshold(regions, quantiles, target_run_length)
+    return math.log(target_run_length * len(regions.names) * 2 * len(DELTAS))
+
+
+def _rate(x: float) -> float | None:
+    return None if math.isnan(x) else min(1.0, max(0.0, x))
 
 
 def request_for(model_name: str, event: DriftEvent) -> RetrainRequest:

@@ -1,0 +1,583 @@
+"""Drift in repayment behaviour: every label tested against the calibrated probability it had.
+
+A calibrated model promises that its applicants repay at rate ``p``. When repayment behaviour
+changes, the labels stop keeping that promise, so the natural detector is a sequential
+likelihood-ratio test of the labels against the probabilities (Page's CUSUM). Here:
+
+* **Two-sided, over effect sizes.** The alternatives shift the log-odds of every probability by
+  ``+d`` or ``-d`` for each ``d`` in ``DELTAS``; one CUSUM per shift. A drift that makes the
+  model too optimistic (more defaults), too pessimistic (fewer), or that ends (a stressed regime
+  lifting) is found alike.
+* **Local.** The same CUSUMs run per region of feature space: the whole population, each
+  reference-quintile bin of each numeric feature ("income in [41k, 52k)") and each value of each
+  categorical ("loan_purpose=car"). A change confined to a subpopulation accumulates evidence at
+  the rate of that subpopulation's own labels, instead of being diluted in the overall error rate.
+* **One budget.** The threshold ``h`` is shared by all regions and shifts, and set by simulation
+  under the model's own calibrated probabilities so that the run length between false alarms of
+  all tests together is at least ``target_run_length`` labels (see `null_threshold`).
+* **One alarm per drift.** After a confirmation everything waits until the arriving labels are
+  mostly for applications after it (label delays mix regimes for a while; `monitor.settling`),
+  then learns each region's new level (a log-odds offset) over ``learn_events`` labels, and tests
+  again from there: the regime that follows is the new reference, so its end is a drift too.
+
+The CUSUMs sum log-likelihood ratios in integer units of ``1 / SCALE`` nats. Integer sums are
+exact, so a batch gives bit for bit the state that the same events one at a time give, however
+a stream is cut into batches (the live service's batches depend on timing; results must not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from loanstream.spec import CategoricalFeature, FeatureSpec
+from monitor.settling import Settling
+
+DELTAS = (0.5, 1.0, 2.0)  # log-odds shifts tested, each way
+SCALE = 1 << 20  # CUSUM units per nat
+CLIP = 1e-6  # probabilities are clipped to [CLIP, 1 - CLIP]
+BIG = 1 << 42  # per-region offset that keeps a running minimum inside its region (see _advance)
+MAX_OFFSET = 3.0  # |log-odds offset| a region may learn
+CHUNK = 1024  # labels per vectorised step: the integer sums stay far below BIG
+TOLERANCE = 0.5  # log-odds a region's unlearnt level may be off by
+ROUNDS = 2  # of learning a region's level after a confirmation
+TIMES = 64  # recent label event times, to date where the labels stand after a confirmation
+FORMAT = 1
+
+
+def _short(x: float) -> str:
+    """A bin edge as people read it: 41.2k, 1.5M, 0.32, 690."""
+    a = abs(x)
+    if a >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{x / 1e3:.3g}k"
+    return f"{x:.3g}"
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The regions of feature space tested, and which of them an application falls in.
+
+    Region 0 is everyone. Each numeric feature then has one region per reference-quintile bin
+    (a missing value falls in none of them), each categorical one per value of the spec.
+    """
+
+    names: tuple[str, ...]
+    numeric: tuple[tuple[str, int, tuple[float, ...]], ...]  # feature, first region, inner edges
+    categorical: tuple[tuple[str, dict[str, int]], ...]  # feature, region of each value
+    shares: tuple[float, ...]  # expected share of applications in each region (reference)
+
+    @classmethod
+    def from_reference(
+        cls, reference: Mapping[str, Any], spec: FeatureSpec, bins: int = 5
+    ) -> Regions:
+        names, shares = ["all"], [1.0]
+        numeric, categorical = [], []
+        profiles = reference.get("features", {})
+        for feature in spec.features:
+            profile = profiles.get(feature.name) or {}
+            present = 1.0 - float(profile.get("missing_rate", 0.0))
+            if isinstance(feature, CategoricalFeature):
+                value_shares = profile.get("shares") or {}
+                index = {}
+                for value in feature.values:
+                    index[value] = len(names)
+                    names.append(f"{feature.name}={value}")
+                    shares.append(present * float(value_shares.get(value, 0.0)))
+                categorical.append((feature.name, index))
+                continue
+            deciles = [float(e) for e in profile.get("edges", [])]
+            decile_shares = [float(s) for s in profile.get("shares", [])]
+            if not deciles or len(decile_shares) != len(deciles) + 1:
+                continue  # nothing known of this feature: no regions
+            step = max(1, round((len(deciles) + 1) / bins))
+            cut = list(range(step - 1, len(deciles), step))  # indexes of the kept inner edges
+            inner = tuple(deciles[i] for i in cut)
+            bounds = [0, *[i + 1 for i in cut], len(decile_shares)]
+            first = len(names)
+            for k in range(len(inner) + 1):
+                low = f"{_short(inner[k - 1])}" if k else None
+                high = f"{_short(inner[k])}" if k < len(inner) else None
+                if low is None:
+                    names.append(f"{feature.name} < {high}")
+                elif high is None:
+                    names.append(f"{feature.name} ≥ {low}")
+                else:
+                    names.append(f"{feature.name} in [{low}, {high})")
+                shares.append(present * sum(decile_shares[bounds[k] : bounds[k + 1]]))
+            numeric.append((feature.name, first, inner))
+        return cls(tuple(names), tuple(numeric), tuple(categorical), tuple(shares))
+
+    @property
+    def groups(self) -> int:
+        """Regions an application can fall in at once: everyone, plus one per feature."""
+        return 1 + len(self.numeric) + len(self.categorical)
+
+    def assign(self, features: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Region ids, one row per application, one column per group; -1 where none."""
+        n = len(features)
+        out = np.full((n, self.groups), -1, np.int64)
+        out[:, 0] = 0
+        column = 1
+        for name, first, inner in self.numeric:
+            values = np.array([_number(f.get(name)) for f in features], float)
+            known = ~np.isnan(values)
+            bins = np.searchsorted(np.asarray(inner), values, side="right") + first
+            out[:, column] = np.where(known, bins, -1)
+            column += 1
+        for name, index in self.categorical:
+            out[:, column] = [index.get(f.get(name), -1) for f in features]  # type: ignore[arg-type]
+            column += 1
+        return out
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
+def llr_units(p: np.ndarray, y: np.ndarray, offset: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Log-likelihood ratios, in CUSUM units, of label ``y`` under each log-odds shift against
+    none, for probability ``p`` moved by ``offset`` first: one row per label, one column per
+    shift. ``y * d - log(1 - q + q e^d)`` with ``q = sigmoid(logit(p) + offset)``."""
+    return llr_units_moved(_moved(p, offset), y, shifts)
+
+
+def llr_units_moved(q: np.ndarray, y: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """`llr_units` of probabilities already moved by their region's offset."""
+    ratio = y[:, None] * shifts[None, :] - np.log1p(q[:, None] * np.expm1(shifts)[None, :])
+    return np.rint(ratio * SCALE).astype(np.int64)
+
+
+def _logit(x: float) -> float:
+    x = min(max(x, CLIP), 1.0 - CLIP)
+    return math.log(x / (1.0 - x))
+
+
+def _moved(p: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    p = np.clip(p, CLIP, 1.0 - CLIP)
+    return 1.0 / (1.0 + (1.0 - p) / p * np.exp(-offset))
+
+
+@dataclass(frozen=True)
+class LabelDrift:
+    """A confirmed change of repayment behaviour in one region, with its evidence."""
+
+    region: str
+    shift: float  # the log-odds shift of the CUSUM that crossed (negative: more defaults)
+    statistic: float  # that CUSUM, in nats
+    threshold: float  # in nats
+    first_position: int  # the first label of the run that crossed (the CUSUM was 0 before)
+    confirmed_position: int
+    first_seconds: float  # event time of the application at first_position
+    events: int  # labels of the region in the run
+    observed_rate: float  # their repayment rate
+    expected_rate: float  # what the model (with the region's learnt offset) promised them
+
+
+@lru_cache(maxsize=32)
+def _null_threshold(
+    shares: tuple[float, ...], quantiles: tuple[float, ...], shifts: tuple[float, ...],
+    target: int, events: int, seed: int,
+) -> float:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    grid = np.arange(2.0, 12.0, 0.5)  # nats
+    counts = np.zeros(grid.size)
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    array = np.array(shifts)
+    for share in shares:
+        n = round(events * share)
+        if n == 0:
+            continue
+        p = np.interp(rng.random(n), levels, quantiles)
+        y = (rng.random(n) < p).astype(float)
+        units = llr_units(p, y, np.zeros(n), array)
+        walk = np.cumsum(units, axis=0)
+        cusum = walk - np.minimum(np.minimum.accumulate(walk, axis=0), 0)
+        for column in cusum.T:
+            ends = np.flatnonzero(column == 0)  # each run ends where the CUSUM is back at 0
+            starts = np.concatenate(([0], ends))
+            peaks = np.maximum.reduceat(column, starts) / SCALE
+            counts += (peaks[:, None] >= grid[None, :]).sum(axis=0)
+    rate = counts / events  # runs reaching each level, per label, summed over every test
+    # P(a run reaches h) ~ C exp(-h) for a CUSUM of log-likelihood ratios (Wald): rate(h) is
+    # A exp(-h) in the tail; A is taken where at least 30 runs reached the level, the largest.
+    usable = counts >= 30
+    if not usable.any():
+        raise ValueError(f"{events} simulated labels are too few to set a threshold")
+    a = float(np.max(rate[usable] * np.exp(grid[usable])))
+    return math.log(a * target)
+
+
+def null_threshold(
+    regions: Regions,
+    quantiles: Sequence[float],
+    target_run_length: int,
+    shifts: Sequence[float] = DELTAS,
+    events: int = 200_000,
+    seed: int = 0,
+) -> float:
+    """The threshold (nats) giving a run length of ``target_run_length`` labels between false
+    alarms across every region and shift together, when the labels follow the calibrated
+    probabilities exactly.
+
+    Probabilities are drawn from the reference's prediction quantiles, each region gets its
+    reference share of ``events`` labels, and each CUSUM runs freely; the rate of runs reaching
+    level h, summed over all tests (so two tests alarming at once count twice: conservative), is
+    A exp(-h) in its tail, which sets h = ln(A x target). Seeded: the same reference always gives
+    the same threshold.
+    """
+    return _null_threshold(
+        tuple(regions.shares),
+        tuple(float(q) for q in quantiles),
+        tuple(sorted({float(s) for d in shifts for s in (d, -d)})),
+        int(target_run_length),
+        int(events),
+        int(seed),
+    )
+
+
+class LabelDriftTest:
+    """Two-sided CUSUMs of labels against calibrated probabilities, per region (module doc).
+
+    >>> import random
+    >>> rng = random.Random(4)
+    >>> regions = Regions(("all", "x=a", "x=b"), (), (("x", {"a": 1, "b": 2}),), (1.0, 0.5, 0.5))
+    >>> test = LabelDriftTest(regions, threshold=12.0)
+    >>> for i in range(20_000):
+    ...     x, p = rng.choice("ab"), rng.uniform(0.6, 0.95)
+    ...     q = p - 0.2 if (x == "b" and i >= 10_000) else p
+    ...     [drift] = test.update([p], [int(rng.random() < q)], [{"x": x}], i) or [None]
+    ...     if drift:
+    ...         print(drift.region, drift.shift, drift.first_position, drift.confirmed_position)
+    x=b -1.0 10074 10253
+    """
+
+    def __init__(
+        self,
+        regions: Regions,
+        threshold: float,
+        shifts: Sequence[float] = DELTAS,
+        learn_information: float = 200.0,
+        settle_events: int = 200,
+        settle_share: float = 0.05,
+    ) -> None:
+        if not shifts or not all(0 < d <= 5 for d in shifts):
+            raise ValueError(f"shifts must be log-odds within (0, 5], got {shifts!r}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold!r}")
+        if learn_information <= 0:
+            raise ValueError(f"learn_information must be positive, got {learn_information!r}")
+        self.regions = regions
+        self.threshold = float(threshold)
+        self.shifts = tuple(sorted({float(s) for d in shifts for s in (-d, d)}))
+        self.learn_information = float(learn_information)
+        self.settle_events = settle_events
+        self.settle_share = settle_share
+        self._shift_array = np.array(self.shifts)
+        self._wide = np.abs(self._shift_array) > TOLERANCE  # tested while a region learns
+        self._limit = round(self.threshold * SCALE)
+        self._enough = round(self.learn_information * SCALE)
+        size = len(regions.names)
+        shape = (size, len(self.shifts))
+        self.cusum = np.zeros(shape, np.int64)  # in units of 1 / SCALE nats
+        self.since = np.zeros(shape, np.int64)  # position of the run's first label
+        self.since_seconds = np.zeros(shape)
+        self.run_n = np.zeros(shape, np.int64)
+        self.run_y = np.zeros(shape, np.int64)
+        self.run_q = np.zeros(shape, np.int64)  # promised repayments, in units of 1 / SCALE
+        self.offset = np.zeros(size)  # each region's learnt log-odds level (0: as calibrated)
+        self.learning = np.full(size, ROUNDS, np.int64)  # rounds of learning left (0: testing)
+        self.learnt = np.zeros((2, size), np.int64)  # sums of y - q and q (1 - q), in units
+        self.quiet = np.zeros(size, bool)  # learning after a confirmation: not tested at all
+        self.settling: Settling | None = None
+        self.times = [0.0] * TIMES
+        self.labels = 0  # labels seen, for `times`
+        self.confirmed = 0
+
+    def update(
+        self,
+        p: Sequence[float],
+        y: Sequence[int],
+        features: Sequence[Mapping[str, Any]],
+        first: int,
+        seconds: Sequence[float] | None = None,
+    ) -> list[LabelDrift]:
+        """Labels at positions ``first``, ``first + 1``... in arrival order, with their
+        probabilities, features and applications' event times (epoch seconds); the drifts they
+        confirm, in order (at most one per label). Invalid input changes nothing."""
+        n = len(p)
+        if n == 0:
+            return []
+        batch = _Batch(
+            np.asarray(p, float),
+            np.asarray(y, float),
+            self.regions.assign(features),
+            np.asarray(seconds if seconds is not None else [0.0] * n, float),
+            first,
+        )
+        found: list[LabelDrift] = []
+        lo = 0
+        while lo < n:
+            if self.settling is not None:
+                lo = self._settle(batch, lo)
+                continue
+            lo, drift = self._advance(batch, lo, min(n, lo + CHUNK))
+            if drift is not None:
+                found.append(drift)
+        return found
+
+    def _settle(self, batch: _Batch, lo: int) -> int:
+        """Wait, label by label, until the labels of a confirmed drift's onset have settled;
+        then every region learns its new level. Returns where it stopped."""
+        assert self.settling is not None
+        for i in range(lo, batch.p.size):
+            seconds = float(batch.seconds[i])
+            self._remember(seconds)
+            if self.settling.settled(seconds, self.settle_events, self.settle_share):
+                self.settling = None
+                self.learning[:] = ROUNDS
+                self.quiet[:] = True
+                self.learnt[:] = 0
+                return i + 1
+        return batch.p.size
+
+    def _remember(self, seconds: float) -> None:
+        self.times[self.labels % TIMES] = seconds
+        self.labels += 1
+
+    def _advance(self, batch: _Batch, lo: int, hi: int) -> tuple[int, LabelDrift | None]:
+        """Labels ``[lo, hi)`` through every region: testing ones run their CUSUMs, learning
+        ones gather their level. Stops after the first label where a CUSUM crosses or a region
+        has learnt enough, so what follows sees the new state, however the stream was cut."""
+        event, region = batch.pairs(lo, hi)
+        q = _moved(batch.p[event], self.offset[region])
+        y = batch.y[event]
+        units = llr_units_moved(q, y, self._shift_array)
+        learning = self.learning[region] > 0
+        if learning.any():
+            # a region still learning its level tests only the larger shifts, against a null of
+            # +-TOLERANCE: what an unlearnt miscalibration of the model might be
+            rows = np.flatnonzero(learning)
+            null = llr_units_moved(q[rows], y[rows], np.array([-TOLERANCE, TOLERANCE]))
+            against = null[:, (self._shift_array > 0).astype(np.int64)]
+            tested = self._wide[None, :] & ~self.quiet[region[rows]][:, None]
+            units[rows] = np.where(tested, units[rows] - against, -SCALE)
+        # Pairs are sorted by region, then arrival. Within a region the CUSUM from state s0 is
+        # S_t = W_t - min(-s0, min_{k<=t} W_k), W the region's running sum. One cumsum serves all
+        # regions (W_t = total_t - total before the region's first pair); shifting each region's
+        # W down by BIG x its rank keeps a running minimum from reaching into the regions before.
+        new_region = np.concatenate(([True], region[1:] != region[:-1]))
+        starts = np.flatnonzero(new_region)
+        rank = np.cumsum(new_region) - 1
+        sink = (rank * BIG)[:, None]
+        sunk = _grouped_cumsum(units, starts, rank) - sink
+        floor = np.minimum(np.minimum.accumulate(sunk, axis=0), -self.cusum[region] - sink)
+        cusum = sunk - floor
+        gathered = np.stack(
+            (np.rint((y - q) * SCALE), np.rint(q * (1.0 - q) * SCALE)), axis=1
+        ).astype(np.int64)
+        information = _grouped_cumsum(gathered, starts, rank)[:, 1] + self.learnt[1][region]
+        learnt = learning & (information >= self._needed(self.learning[region]))
+        stops = (cusum >= self._limit).any(axis=1) | learnt
+        if stops.any():
+            at = int(event[stops].min())  # the earliest label that changes a region's state
+            if at + 1 < hi:
+                return self._advance(batch, lo, at + 1)
+        self._commit(batch, event, region, q, cusum, starts, gathered)
+        for s in batch.seconds[lo:hi]:
+            self._remember(float(s))
+        return hi, self._crossing(batch, hi - 1)
+
+    def _commit(
+        self,
+        batch: _Batch,
+        event: np.ndarray,
+        region: np.ndarray,
+        q: np.ndarray,
+        cusum: np.ndarray,
+        starts: np.ndarray,
+        gathered: np.ndarray,
+    ) -> None:
+        """Store each region's state after its last pair: CUSUMs and what their runs summed,
+        or what it has learnt of its level."""
+        ends = np.concatenate((starts[1:], [event.size])) - 1
+        owner = region[starts]
+        rows = np.arange(event.size)[:, None]
+        # a run begins after the last pair where its CUSUM was 0, or at the region's first pair
+        # when the CUSUM was 0 before the batch; otherwise it goes on from before the batch
+        last_zero = np.maximum.accumulate(np.where(cusum == 0, rows, -1), axis=0)[ends]
+        zero_here = last_zero >= starts[:, None]
+        fresh = zero_here | (self.cusum[owner] == 0)
+        begin = np.where(zero_here, last_zero + 1, starts[:, None])
+        running = cusum[ends] > 0
+        cum_y = np.cumsum(batch.y[event].astype(np.int64))
+        cum_q = np.cumsum(np.rint(q * SCALE).astype(np.int64))
+        previous = np.maximum(begin - 1, 0)
+        add_y = cum_y[ends][:, None] - np.where(begin > 0, cum_y[previous], 0)
+        add_q = cum_q[ends][:, None] - np.where(begin > 0, cum_q[previous], 0)
+        inside = ends[:, None] - begin + 1
+        began = fresh & running
+        first = event[np.minimum(begin, ends[:, None])]
+        carried = ~fresh
+        # only a running CUSUM has a start: the state is the same however the stream was cut
+        since = np.where(began, batch.first + first, self.since[owner])
+        self.since[owner] = np.where(running, since, 0)
+        since_seconds = np.where(began, batch.seconds[first], self.since_seconds[owner])
+        self.since_seconds[owner] = np.where(running, since_seconds, 0.0)
+        self.run_n[owner] = np.where(running, self.run_n[owner] * carried + inside, 0)
+        self.run_y[owner] = np.where(running, self.run_y[owner] * carried + add_y, 0)
+        self.run_q[owner] = np.where(running, self.run_q[owner] * carried + add_q, 0)
+        self.cusum[owner] = cusum[ends]
+        learns = self.learning[owner] > 0
+        learners = owner[learns]
+        if learners.size:
+            self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0)[learns].T
+            done = learners[self.learnt[1, learners] >= self._needed(self.learning[learners])]
+            # a Newton step of each region's log-odds level from where it stood; the first round
+            # is short and gets near, the second measures what is left on fresh labels
+            step = self.learnt[0, done] / self.learnt[1, done]
+            self.offset[done] = np.clip(self.offset[done] + step, -MAX_OFFSET, MAX_OFFSET)
+            self.learnt[:, done] = 0
+            self.learning[done] -= 1
+            tested = done[self.learning[done] == 0]  # from here against its own level, from 0
+            self.quiet[tested] = False
+            for array in (self.cusum, self.run_n, self.run_y, self.run_q, self.since):
+                array[tested] = 0
+            self.since_seconds[tested] = 0.0
+
+    def _needed(self, rounds: np.ndarray) -> np.ndarray:
+        """Information (in units) a region must gather in its current round of learning."""
+        return np.where(rounds > 1, self._enough // 4, self._enough)
+
+    def _crossing(self, batch: _Batch, at: int) -> LabelDrift | None:
+        over = self.cusum >= self._limit
+        if not over.any():
+            return None
+        # the strongest evidence names the drift; ties go to the first region, then shift
+        r, k = np.unravel_index(int(np.argmax(np.where(over, self.cusum, -1))), over.shape)
+        n = int(self.run_n[r, k])
+        drift = LabelDrift(
+            region=self.regions.names[r],
+            shift=self.shifts[k],
+            statistic=float(self.cusum[r, k]) / SCALE,
+            threshold=self.threshold,
+            first_position=int(self.since[r, k]),
+            confirmed_position=batch.first + at,
+            first_seconds=float(self.since_seconds[r, k]),
+            events=n,
+            observed_rate=float(self.run_y[r, k]) / n if n else math.nan,
+            expected_rate=float(self.run_q[r, k]) / SCALE / n if n else math.nan,
+        )
+        self.confirmed += 1
+        self._restart()
+        if n and 0.0 < drift.observed_rate < 1.0:
+            # the new level, as the evidence measured it, is where learning starts from: for
+            # everyone's region every region moves, else only the region that drifted
+            moved = _logit(drift.observed_rate) - _logit(drift.expected_rate)
+            where = slice(None) if r == 0 else r
+            self.offset[where] = np.clip(self.offset[where] + moved, -MAX_OFFSET, MAX_OFFSET)
+        return drift
+
+    def _restart(self) -> None:
+        """After a confirmation: forget every run, and settle before learning the new levels."""
+        for array in (self.cusum, self.run_n, self.run_y, self.run_q, self.since):
+            array[:] = 0
+        self.since_seconds[:] = 0.0
+        self.settling = Settling.after(self.times[: min(self.labels, TIMES)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state; the regions come from the reference again."""
+        return {
+            "format": FORMAT,
+            "threshold": self.threshold,
+            "shifts": [s for s in self.shifts if s > 0],
+            "config": {
+                "learn_information": self.learn_information,
+                "settle_events": self.settle_events,
+                "settle_share": self.settle_share,
+            },
+            "regions": list(self.regions.names),
+            **{name: getattr(self, name).tolist() for name in _ARRAYS},
+            "offset": self.offset.tolist(),
+            "learning": self.learning.tolist(),
+            "learnt": self.learnt.tolist(),
+            "quiet": self.quiet.tolist(),
+            "settling": None if self.settling is None else asdict(self.settling),
+            "times": list(self.times),
+            "labels": self.labels,
+            "confirmed": self.confirmed,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], regions: Regions) -> LabelDriftTest:
+        """The test ``to_dict`` described; ValueError when it does not fit these regions."""
+        if state.get("format") != FORMAT:
+            got = state.get("format")
+            raise ValueError(f"label test state format must be {FORMAT}, got {got!r}")
+        if list(state["regions"]) != list(regions.names):
+            raise ValueError("label test state was saved for other regions (another reference)")
+        test = cls(regions, float(state["threshold"]), state["shifts"], **state["config"])
+        for name, dtype in _ARRAYS.items():
+            array = np.array(state[name], dtype)
+            if array.shape != test.cusum.shape:
+                raise ValueError(
+                    f"label test {name} has shape {array.shape}, not {test.cusum.shape}"
+                )
+            setattr(test, name, array)
+        size = len(regions.names)
+        test.offset = np.array(state["offset"], float).reshape(size)
+        test.learning = np.array(state["learning"], np.int64).reshape(size)
+        test.learnt = np.array(state["learnt"], np.int64).reshape(2, size)
+        test.quiet = np.array(state["quiet"], bool).reshape(size)
+        settling = state["settling"]
+        test.settling = None if settling is None else Settling(**settling)
+        test.times = [float(t) for t in state["times"]][:TIMES]
+        test.labels, test.confirmed = int(state["labels"]), int(state["confirmed"])
+        return test
+
+
+_ARRAYS = {
+    "cusum": np.int64,
+    "since": np.int64,
+    "since_seconds": float,
+    "run_n": np.int64,
+    "run_y": np.int64,
+    "run_q": np.int64,
+}
+
+
+def _grouped_cumsum(values: np.ndarray, starts: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Running sums of ``values`` (rows sorted by group) restarting at each group's first row."""
+    total = np.cumsum(values, axis=0)
+    before = np.where(starts[:, None] > 0, total[starts - 1], 0)
+    return total - before[rank]
+
+
+class _Batch:
+    """Labels as arrays, and their (label, region) pairs sorted by region, then arrival."""
+
+    def __init__(
+        self, p: np.ndarray, y: np.ndarray, regions: np.ndarray, seconds: np.ndarray, first: int
+    ) -> None:
+        if p.size and not (np.all((p >= 0.0) & (p <= 1.0))):
+            raise ValueError("probabilities must be within [0, 1]")
+        if not np.all((y == 0.0) | (y == 1.0)):
+            raise ValueError("labels must be 0 (defaulted) or 1 (repaid)")
+        self.p, self.y, self.regions, self.seconds, self.first = p, y, regions, seconds, first
+
+    def pairs(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        block = self.regions[lo:hi]
+        event = np.broadcast_to(np.arange(lo, hi)[:, None], block.shape).ravel()
+        region = block.ravel()
+        keep = region >= 0
+        event, region = event[keep], region[keep]
+        order = np.argsort(region, kind="stable")
+        return event[order], region[order]

@@ -1,0 +1,232 @@
+"""The label test on seeded streams: exact confirmation positions, the same answer however the
+stream is cut into batches, the same CUSUMs as a plain one-label-at-a-time reference, and a
+state that restores exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from monitor.labeltest import (
+    DELTAS,
+    SCALE,
+    LabelDrift,
+    LabelDriftTest,
+    Regions,
+    llr_units,
+    null_threshold,
+)
+
+# everyone; a numeric feature z in two bins; a categorical x with three values
+REGIONS = Regions(
+    ("all", "z < 0", "z ≥ 0", "x=a", "x=b", "x=c"),
+    (("z", 1, (0.0,)),),
+    (("x", {"a": 3, "b": 4, "c": 5}),),
+    (1.0, 0.45, 0.45, 0.6, 0.3, 0.1),
+)
+THRESHOLD = 17.0  # nats: about what the simulation sets for the test model (17.5)
+QUANTILES = list(np.linspace(0.55, 0.98, 101))
+
+
+@dataclass(frozen=True)
+class Label:
+    p: float
+    y: int
+    features: dict[str, object]
+    seconds: float
+
+
+def labels(n: int, seed: int, drift: str = "none", onset: int = 10_000) -> list[Label]:
+    """Seeded labels of calibrated applicants; ``drift`` changes their repayment from ``onset``:
+    strong (everyone repays 20 points less), local (x=c, 10% of labels, alike),
+    reversing (strong, ending 5,000 labels later), gradual (strong, mixed in over 5,000)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = rng.choices("abc", (0.6, 0.3, 0.1))[0]
+        z = rng.gauss(0.0, 1.0) if rng.random() > 0.1 else None  # 10% missing
+        p = rng.uniform(0.55, 0.98)
+        if drift == "gradual":  # draws only here: the other streams keep their draws
+            hit = i >= onset and rng.random() < min(1.0, (i - onset) / 5000)
+        else:
+            hit = {
+                "strong": i >= onset,
+                "local": i >= onset and x == "c",
+                "reversing": onset <= i < onset + 5000,
+            }.get(drift, False)
+        cut = 0.2 if hit else 0.0
+        out.append(Label(p, int(rng.random() < p - cut), {"x": x, "z": z}, 1e9 + 60.0 * i))
+    return out
+
+
+def feed(test: LabelDriftTest, stream: list[Label], sizes: Iterator[int]) -> list[LabelDrift]:
+    found, i = [], 0
+    while i < len(stream):
+        part = stream[i : i + next(sizes)]
+        found += test.update(
+            [a.p for a in part],
+            [a.y for a in part],
+            [a.features for a in part],
+            i,
+            [a.seconds for a in part],
+        )
+        i += len(part)
+    return found
+
+
+def ones() -> Iterator[int]:
+    while True:
+        yield 1
+
+
+def randomly(seed: int) -> Iterator[int]:
+    rng = random.Random(seed)
+    while True:
+        yield rng.choice([1, 7, 100, 1024, 3000])
+
+
+def confirmed(stream: list[Label]) -> list[tuple[str, float, int, int]]:
+    found = feed(LabelDriftTest(REGIONS, THRESHOLD), stream, randomly(0))
+    return [(d.region, d.shift, d.first_position, d.confirmed_position) for d in found]
+
+
+def test_a_stable_stream_raises_nothing() -> None:
+    assert confirmed(labels(60_000, seed=1)) == []
+
+
+def test_a_strong_drift_is_confirmed_once_at_an_exact_position() -> None:
+    assert confirmed(labels(30_000, seed=2, drift="strong")) == [("all", -1.0, 9_999, 10_256)]
+
+
+def test_a_local_drift_is_found_in_its_region() -> None:
+    [drift] = feed(LabelDriftTest(REGIONS, THRESHOLD), labels(30_000, 3, "local"), ones())
+    # found while x=c still learns its own level: against a null of +-0.5 in log-odds
+    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -1.0, 13_460)
+    assert drift.events == 339  # x=c's labels in the run that crossed
+    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.796, 0.560), abs=1e-3)
+
+
+def test_a_drift_that_ends_is_found_both_times() -> None:
+    found = confirmed(labels(30_000, seed=4, drift="reversing"))
+    assert found == [("all", -2.0, 10_043, 10_081), ("all", 1.0, 15_000, 15_159)]
+
+
+def test_a_gradual_drift_is_confirmed_as_it_grows() -> None:
+    # and again once the level learnt after the first confirmation is left behind
+    assert confirmed(labels(30_000, seed=5, drift="gradual")) == [
+        ("all", -0.5, 10_535, 12_315),
+        ("all", -0.5, 18_036, 19_046),
+    ]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_any_cut_into_batches_gives_the_same_drifts_and_state(seed: int) -> None:
+    stream = labels(14_000, seed=6, drift="reversing", onset=4_000)
+    one = LabelDriftTest(REGIONS, THRESHOLD)
+    cut = LabelDriftTest(REGIONS, THRESHOLD)
+    assert feed(one, stream, ones()) == feed(cut, stream, randomly(seed))
+    assert one.to_dict() == cut.to_dict()
+    assert one.confirmed == 2
+
+
+def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
+    """Before the first confirmation (offsets learnt, then frozen): every CUSUM is
+    max(0, S + llr) label by label, in the same integer units."""
+    stream = labels(30_000, seed=7, drift="strong", onset=28_000)[:28_050]
+    test = LabelDriftTest(REGIONS, THRESHOLD)
+    feed(test, stream[:26_000], randomly(3))  # every region has learnt its level by now
+    assert not test.learning.any()
+    expected = test.cusum.copy()
+    shifts = np.array(test.shifts)
+    for a in stream[26_000:]:
+        for r in REGIONS.assign([a.features])[0]:
+            if r >= 0:
+                units = llr_units(
+                    np.array([a.p]), np.array([float(a.y)]), test.offset[[r]], shifts
+                )[0]
+                expected[r] = np.maximum(0, expected[r] + units)
+    assert feed(test, stream[26_000:], randomly(4)) == []
+    assert (test.cusum == expected).all()
+    assert test.cusum.max() > 5 * SCALE  # the drift is under way: the comparison is not of zeros
+
+
+def test_a_restored_state_carries_on_exactly() -> None:
+    stream = labels(20_000, seed=8, drift="strong")
+    straight = LabelDriftTest(REGIONS, THRESHOLD)
+    whole = feed(straight, stream, randomly(5))
+    first = LabelDriftTest(REGIONS, THRESHOLD)
+    head = feed(first, stream[:10_040], randomly(6))
+    state = json.loads(json.dumps(first.to_dict()))
+    restored = LabelDriftTest.from_dict(state, REGIONS)
+    tail = [a for a in stream[10_040:]]
+    found, i = [], 0
+    for part in (tail[:500], tail[500:]):
+        found += restored.update(
+            [a.p for a in part],
+            [a.y for a in part],
+            [a.features for a in part],
+            10_040 + i,
+            [a.seconds for a in part],
+        )
+        i += len(part)
+    assert head == [] and found == whole and len(whole) == 1
+    assert restored.to_dict() == straight.to_dict()
+
+
+def test_a_state_for_other_regions_is_refused() -> None:
+    state = LabelDriftTest(REGIONS, THRESHOLD).to_dict()
+    other = Regions(("all",), (), (), (1.0,))
+    with pytest.raises(ValueError, match="other regions"):
+        LabelDriftTest.from_dict(state, other)
+
+
+def test_invalid_labels_or_probabilities_change_nothing() -> None:
+    test = LabelDriftTest(REGIONS, THRESHOLD)
+    before = test.to_dict()
+    with pytest.raises(ValueError, match="labels"):
+        test.update([0.5, 0.6], [1, 2], [{}, {}], 0)
+    with pytest.raises(ValueError, match="probabilities"):
+        test.update([0.5, float("nan")], [1, 0], [{}, {}], 0)
+    assert test.to_dict() == before
+
+
+def test_regions_come_from_the_reference_quintiles_and_the_spec_values() -> None:
+    from loanstream.spec import load_spec
+
+    spec = load_spec()
+    edges = [float(e) for e in range(10, 100, 10)]  # deciles 10..90
+    reference = {
+        "features": {
+            "income": {"missing_rate": 0.0, "edges": edges, "shares": [0.1] * 10},
+            "loan_purpose": {"missing_rate": 0.0, "shares": {"car": 0.5}},
+        }
+    }
+    regions = Regions.from_reference(reference, spec)
+    assert regions.names[:6] == (
+        "all",
+        "income < 20",
+        "income in [20, 40)",
+        "income in [40, 60)",
+        "income in [60, 80)",
+        "income ≥ 80",
+    )
+    assert "loan_purpose=car" in regions.names
+    assigned = regions.assign([{"income": 40.0, "loan_purpose": "car"}, {"income": None}])
+    car = regions.names.index("loan_purpose=car")
+    assert assigned[0].tolist()[:3] == [0, 3, car]
+    assert assigned[1].tolist()[1:] == [-1] * (regions.groups - 1)  # missing: in no region
+    assert regions.shares[1:6] == pytest.approx([0.2] * 5)
+
+
+def test_the_simulated_threshold_is_seeded_and_grows_with_the_budget() -> None:
+    low = null_threshold(REGIONS, QUANTILES, 100_000)
+    high = null_threshold(REGIONS, QUANTILES, 10_000_000)
+    assert high - low == pytest.approx(np.log(100))  # h = ln(A x target)
+    assert null_threshold(REGIONS, QUANTILES, 10_000_000) == high
+    # below Lorden's bound over every test, which ignores that most runs die young
+    assert high < np.log(10_000_000 * len(REGIONS.names) * 2 * len(DELTAS))
