@@ -36,8 +36,8 @@ from loanstream.contracts import Decision, LabelledExample, Outcome, Prediction
 from loanstream.models import LoadedModel
 from loanstream.spec import FeatureSpec, load_spec
 from monitor.datadrift import DataDriftMonitor
-from monitor.detectors import ConceptDriftMonitor
 from monitor.join import Joiner, labelled
+from monitor.labeltest import LabelDriftTest
 from monitor.metrics import MonitorMetrics
 from monitor.performance import PerformanceTracker, epoch_seconds
 from monitor.pipeline import DetectionPipeline, PipelineConfig
@@ -236,9 +236,18 @@ def run_performance(events: Events, tracker: PerformanceTracker) -> None:
         )
 
 
-def run_concept(events: Events, concept: ConceptDriftMonitor) -> None:
-    for x in events.labelled:
-        concept.update(x.probability, x.label)
+def run_labels(events: Events, test: LabelDriftTest) -> None:
+    """The label test over every labelled event, in the pipeline's batches."""
+    examples = events.labelled
+    for start in range(0, len(examples), BATCH):
+        part = examples[start : start + BATCH]
+        test.update(
+            [x.probability for x in part],
+            [x.label for x in part],
+            [x.features for x in part],
+            start,
+            [epoch_seconds(x.event_time) for x in part],
+        )
 
 
 def run_service(events: Events, lag: int, core: MonitorCore) -> int:
@@ -278,7 +287,7 @@ def _parts(model: LoadedModel, spec: FeatureSpec, events: Events, lag: int) -> d
         "performance windows + estimate": lambda: partial(
             run_performance, events, PerformanceTracker(segment=segment, versions=False)
         ),
-        "concept detectors": lambda: partial(run_concept, events, ConceptDriftMonitor()),
+        "label test (concept drift)": lambda: partial(run_labels, events, pipeline().labels),
         "pipeline (no join)": lambda: partial(run_pipeline, events, pipeline()),
         ONE_BY_ONE: lambda: partial(run_join, events, lag, pipeline()),
         MONITOR: lambda: partial(run_join_batched, events, lag, pipeline()),

@@ -45,6 +45,7 @@ BIG = 1 << 42  # per-region offset that keeps a running minimum inside its regio
 MAX_OFFSET = 3.0  # |log-odds offset| a region may learn
 CHUNK = 1024  # labels per vectorised step: the integer sums stay far below BIG
 TOLERANCE = 0.5  # log-odds a region's unlearnt level may be off by
+SLACK = 3.0  # standard errors of a learnt level that its tolerance covers
 ROUNDS = 2  # of learning a region's level after a confirmation
 TIMES = 64  # recent label event times, to date where the labels stand after a confirmation
 FORMAT = 1
@@ -156,6 +157,19 @@ def llr_units_moved(q: np.ndarray, y: np.ndarray, shifts: np.ndarray) -> np.ndar
     return np.rint(ratio * SCALE).astype(np.int64)
 
 
+def llr_units_against(
+    q: np.ndarray, y: np.ndarray, shifts: np.ndarray, tolerance: np.ndarray
+) -> np.ndarray:
+    """Log-likelihood ratios, in CUSUM units, of each log-odds shift against the edge of
+    ``[-tolerance, +tolerance]`` on its side (each label's own tolerance); a shift within the
+    tolerance is not tested (-1 nat a label keeps its CUSUM at 0)."""
+    ratio = y[:, None] * shifts[None, :] - np.log1p(q[:, None] * np.expm1(shifts)[None, :])
+    edge = np.sign(shifts)[None, :] * tolerance[:, None]
+    null = y[:, None] * edge - np.log1p(q[:, None] * np.expm1(edge))
+    units = np.rint((ratio - null) * SCALE).astype(np.int64)
+    return np.where(np.abs(shifts)[None, :] > tolerance[:, None], units, -SCALE)
+
+
 def _logit(x: float) -> float:
     x = min(max(x, CLIP), 1.0 - CLIP)
     return math.log(x / (1.0 - x))
@@ -257,7 +271,7 @@ class LabelDriftTest:
     ...     [drift] = test.update([p], [int(rng.random() < q)], [{"x": x}], i) or [None]
     ...     if drift:
     ...         print(drift.region, drift.shift, drift.first_position, drift.confirmed_position)
-    x=b -1.0 10074 10253
+    x=b -1.0 10074 10275
     """
 
     def __init__(
@@ -282,7 +296,6 @@ class LabelDriftTest:
         self.settle_events = settle_events
         self.settle_share = settle_share
         self._shift_array = np.array(self.shifts)
-        self._wide = np.abs(self._shift_array) > TOLERANCE  # tested while a region learns
         self._limit = round(self.threshold * SCALE)
         self._enough = round(self.learn_information * SCALE)
         size = len(regions.names)
@@ -297,6 +310,9 @@ class LabelDriftTest:
         self.learning = np.full(size, ROUNDS, np.int64)  # rounds of learning left (0: testing)
         self.learnt = np.zeros((2, size), np.int64)  # sums of y - q and q (1 - q), in units
         self.quiet = np.zeros(size, bool)  # learning after a confirmation: not tested at all
+        # how far (log-odds) a region's true level may be from the one it uses: TOLERANCE until
+        # learnt, then SLACK standard errors of the learnt level; shifts are tested beyond it
+        self.tolerance = np.full(size, TOLERANCE)
         self.settling: Settling | None = None
         self.times = [0.0] * TIMES
         self.labels = 0  # labels seen, for `times`
@@ -360,16 +376,8 @@ class LabelDriftTest:
         event, region = batch.pairs(lo, hi)
         q = _moved(batch.p[event], self.offset[region])
         y = batch.y[event]
-        units = llr_units_moved(q, y, self._shift_array)
-        learning = self.learning[region] > 0
-        if learning.any():
-            # a region still learning its level tests only the larger shifts, against a null of
-            # +-TOLERANCE: what an unlearnt miscalibration of the model might be
-            rows = np.flatnonzero(learning)
-            null = llr_units_moved(q[rows], y[rows], np.array([-TOLERANCE, TOLERANCE]))
-            against = null[:, (self._shift_array > 0).astype(np.int64)]
-            tested = self._wide[None, :] & ~self.quiet[region[rows]][:, None]
-            units[rows] = np.where(tested, units[rows] - against, -SCALE)
+        units = llr_units_against(q, y, self._shift_array, self.tolerance[region])
+        units[self.quiet[region]] = -SCALE  # relearning after a confirmation: no test
         # Pairs are sorted by region, then arrival. Within a region the CUSUM from state s0 is
         # S_t = W_t - min(-s0, min_{k<=t} W_k), W the region's running sum. One cumsum serves all
         # regions (W_t = total_t - total before the region's first pair); shifting each region's
@@ -385,6 +393,7 @@ class LabelDriftTest:
             (np.rint((y - q) * SCALE), np.rint(q * (1.0 - q) * SCALE)), axis=1
         ).astype(np.int64)
         information = _grouped_cumsum(gathered, starts, rank)[:, 1] + self.learnt[1][region]
+        learning = self.learning[region] > 0
         learnt = learning & (information >= self._needed(self.learning[region]))
         stops = (cusum >= self._limit).any(axis=1) | learnt
         if stops.any():
@@ -445,9 +454,11 @@ class LabelDriftTest:
             # is short and gets near, the second measures what is left on fresh labels
             step = self.learnt[0, done] / self.learnt[1, done]
             self.offset[done] = np.clip(self.offset[done] + step, -MAX_OFFSET, MAX_OFFSET)
-            self.learnt[:, done] = 0
             self.learning[done] -= 1
             tested = done[self.learning[done] == 0]  # from here against its own level, from 0
+            error = 1.0 / np.sqrt(self.learnt[1, tested] / SCALE)  # the level's standard error
+            self.tolerance[tested] = np.minimum(TOLERANCE, SLACK * error)
+            self.learnt[:, done] = 0
             self.quiet[tested] = False
             for array in (self.cusum, self.run_n, self.run_y, self.run_q, self.since):
                 array[tested] = 0
@@ -491,6 +502,7 @@ class LabelDriftTest:
         for array in (self.cusum, self.run_n, self.run_y, self.run_q, self.since):
             array[:] = 0
         self.since_seconds[:] = 0.0
+        self.tolerance[:] = TOLERANCE
         self.settling = Settling.after(self.times[: min(self.labels, TIMES)])
 
     def to_dict(self) -> dict[str, Any]:
@@ -510,6 +522,7 @@ class LabelDriftTest:
             "learning": self.learning.tolist(),
             "learnt": self.learnt.tolist(),
             "quiet": self.quiet.tolist(),
+            "tolerance": self.tolerance.tolist(),
             "settling": None if self.settling is None else asdict(self.settling),
             "times": list(self.times),
             "labels": self.labels,
@@ -537,6 +550,7 @@ class LabelDriftTest:
         test.learning = np.array(state["learning"], np.int64).reshape(size)
         test.learnt = np.array(state["learnt"], np.int64).reshape(2, size)
         test.quiet = np.array(state["quiet"], bool).reshape(size)
+        test.tolerance = np.array(state["tolerance"], float).reshape(size)
         settling = state["settling"]
         test.settling = None if settling is None else Settling(**settling)
         test.times = [float(t) for t in state["times"]][:TIMES]

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import methodcaller
-from pathlib import Path
 from typing import Any
 
 from loanstream.contracts import (
@@ -28,9 +27,7 @@ from loanstream.contracts import (
     RetrainRequest,
 )
 from loanstream.spec import FeatureSpec
-from monitor.calibration import calibrated_detectors
 from monitor.datadrift import DataDrift, DataDriftMonitor
-from monitor.detectors import ConceptDrift, ConceptDriftMonitor
 from monitor.labeltest import DELTAS, LabelDrift, LabelDriftTest, Regions, null_threshold
 from monitor.performance import (
     PerformanceTracker,
@@ -40,7 +37,7 @@ from monitor.performance import (
 )
 
 RING = 1 << 13  # event times remembered per stream, to date a detection's first position
-STATE_FORMAT = 2  # 2: the label test replaced the segment CUSUMs
+STATE_FORMAT = 2  # 2: the label test replaced the segment CUSUMs and error-stream detectors
 BATCH = 1024  # events per step of the batch methods: the ring dates each of them
 APPROVE = Decision.APPROVE  # looked up once: an enum member lookup costs 0.1 us per event
 
@@ -58,8 +55,6 @@ class PipelineConfig:
         {DriftSignal.CONCEPT, DriftSignal.DATA, DriftSignal.PREDICTION, DriftSignal.PERFORMANCE}
     )
     segment: str = "loan_purpose"
-    raw_run_length: int = 20_000  # of the error-stream detectors, before confirmation
-    calibration_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,6 @@ class DetectionPipeline:
         reference: Mapping[str, Any],
         spec: FeatureSpec,
         config: PipelineConfig | None = None,
-        concept: ConceptDriftMonitor | None = None,
     ) -> None:
         self.model_name = model_name
         self.model_version = model_version
@@ -146,13 +140,6 @@ class DetectionPipeline:
             step=self.config.drift_step,
             target_run_length=self.config.target_run_length,
             min_psi=self.config.min_psi,
-        )
-        self.concept = concept or ConceptDriftMonitor(
-            calibrated_detectors(
-                reference,
-                target_run_length=self.config.raw_run_length,
-                cache=self.config.calibration_cache,
-            )
         )
         self.regions = Regions.from_reference(reference, spec)
         self.labels = LabelDriftTest(
@@ -170,7 +157,6 @@ class DetectionPipeline:
             "format": STATE_FORMAT,
             "model": [self.model_name, self.model_version],
             "data": self.data.to_dict(),
-            "concept": self.concept.to_dict(),
             "labels": self.labels.to_dict(),
             "performance": self.performance.to_dict(),
             "cooldown": {
@@ -199,14 +185,7 @@ class DetectionPipeline:
                 f"pipeline state format must be {STATE_FORMAT}, got {state.get('format')!r}"
             )
         name, version = state["model"]
-        pipeline = cls(
-            name,
-            version,
-            reference,
-            spec,
-            config,
-            ConceptDriftMonitor.from_dict(state["concept"]),
-        )
+        pipeline = cls(name, version, reference, spec, config)
         pipeline.data = DataDriftMonitor.from_dict(state["data"], dict(reference), spec)
         pipeline.labels = LabelDriftTest.from_dict(state["labels"], pipeline.regions)
         pipeline.performance = PerformanceTracker.from_dict(state["performance"])
@@ -257,13 +236,10 @@ class DetectionPipeline:
         windows = self.performance.update(
             p, y, fields["decision"] == APPROVE, seconds, fields["model_version"], segment
         )
-        drift = self.concept.update(p, y, seconds)
         changes = self.labels.update([p], [y], [fields["features"]], position, [seconds])
-        if drift is None and not changes:
+        if not changes:
             return Detections(windows=tuple(windows)) if windows else NOTHING
         events = [self._label_event(c, example.event_time) for c in changes]
-        if drift is not None:
-            events.append(self._concept_event(drift, example.event_time))
         published = self._publish(events)
         return Detections(published.events, published.requests, tuple(windows))
 
@@ -318,16 +294,11 @@ class DetectionPipeline:
         first = positions.labelled + 1
         positions.times["labelled"].put_many(first, seconds)
         positions.labelled += len(examples)
-        concept, found = self.concept.update, []
-        for i, (pi, yi, ti) in enumerate(zip(p, y, seconds, strict=True)):
-            drift = concept(pi, yi, ti)
-            if drift is not None:
-                found.append((i, 1, self._concept_event(drift, examples[i].event_time)))
         changes = self.labels.update(p, y, [f["features"] for f in fields], first, seconds)
-        for change in changes:
-            i = change.confirmed_position - first
-            found.append((i, 0, self._label_event(change, examples[i].event_time)))
-        events = [event for _, _, event in sorted(found, key=lambda f: f[:2])]
+        events = [
+            self._label_event(c, examples[c.confirmed_position - first].event_time)
+            for c in changes
+        ]
         if not events:
             return Detections(windows=tuple(windows)) if windows else NOTHING
         published = self._publish(events)
@@ -381,22 +352,6 @@ class DetectionPipeline:
             times.at(drift.confirmed_position, now),
             detector=f"psi[{drift.band}]",
             feature=None if signal == DriftSignal.PREDICTION else drift.feature,
-            statistic=drift.statistic,
-            threshold=drift.threshold,
-            p_value=min(1.0, drift.p_value),
-            window_size=drift.window_size,
-            first_position=drift.first_position,
-            confirmed_position=drift.confirmed_position,
-        )
-
-    def _concept_event(self, drift: ConceptDrift, now: datetime) -> DriftEvent:
-        times = self.positions.times["labelled"]
-        return self._event(
-            DriftSignal.CONCEPT,
-            drift.detector,
-            times.at(drift.first_position, now),
-            times.at(drift.confirmed_position, now),
-            detector=drift.detector,
             statistic=drift.statistic,
             threshold=drift.threshold,
             p_value=min(1.0, drift.p_value),

@@ -27,7 +27,7 @@ class MonitorSettings(BaseSettings, TimeWindowSettings, SharedTracking):
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="detector state, calibration cache, default MLflow store; default "
+        description="detector state, default MLflow store; default "
         "~/.local/share/loanstream",
     )
     label_ttl_days: float = Field(
@@ -59,8 +59,8 @@ class MonitorSettings(BaseSettings, TimeWindowSettings, SharedTracking):
     target_run_length: int = Field(
         default=10_000_000,
         ge=1000,
-        description="detectors' thresholds are calibrated on reference data to about one false "
-        "alarm per this many events",
+        description="the label test's threshold is simulated under the model's reference "
+        "predictions for about one false alarm per this many labelled events, over all its tests",
     )
     min_psi: float = Field(
         default=0.1, ge=0, description="data drift is reported only at or above this PSI"
@@ -70,8 +70,8 @@ class MonitorSettings(BaseSettings, TimeWindowSettings, SharedTracking):
     )
     retrain_trigger: Trigger = Field(
         default=Trigger.ANY,
-        description="which confirmed drifts ask for a retrain: any, performance (concept or "
-        "segment) or never",
+        description="which confirmed drifts ask for a retrain: any, performance (concept drift, "
+        "overall or in a region) or never",
     )
     state_every_s: float = Field(
         default=2.0, gt=0, description="snapshot detector state (and refresh gauges) this often"
@@ -109,5 +109,4 @@ class MonitorSettings(BaseSettings, TimeWindowSettings, SharedTracking):
             min_psi=self.min_psi,
             cooldown=timedelta(days=self.cooldown_days),
             retrain_on=TRIGGER_SIGNALS[self.retrain_trigger],
-            calibration_cache=self.data_dir / "monitor-calibration.json",
         )

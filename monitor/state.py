@@ -1,6 +1,6 @@
 """The monitor's detector state on the compacted loan.monitor-state topic, at any size.
 
-Each model version's pipeline state (plain data: see ``monitor.riverstate``) is compressed and
+Each model version's pipeline state (plain data: numbers, lists, strings) is compressed and
 cut into parts of at most ``PART_BYTES``, one record per part, keyed
 ``<app_id>/<slot>/<version>/<part>``. A snapshot writes its parts into one of two slots, the
 one the last snapshot did not use, and only once Kafka holds them all, a manifest keyed

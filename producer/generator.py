@@ -78,7 +78,8 @@ class Generator:
         logit = self._logit(values, rng, n)
         for i, drift in enumerate(self.scenario.drifts):
             if drift.kind == "concept":
-                logit += np.where(active[i], self._linear(values, drift, n), 0.0)
+                hit = active[i] & self._within(values, drift)
+                logit += np.where(hit, self._linear(values, drift, n), 0.0)
         probability = 1.0 / (1.0 + np.exp(-logit))
         label = (rng.random(n) < probability).astype(np.int8)
         delays = self.labels.delays_ns(rng, n)
@@ -134,6 +135,15 @@ class Generator:
             values[name] = self._fit(
                 name, np.where(active, moved, values[name]), np.isnan(values[name])
             )
+
+    @staticmethod
+    def _within(values: dict[str, np.ndarray], drift: Drift) -> np.ndarray | bool:
+        """Where a concept drift applies: everywhere, or inside its feature ranges."""
+        inside: np.ndarray | bool = True
+        for name, (low, high) in drift.within.items():
+            column = values[name].astype(float)  # a missing value (NaN) is inside no range
+            inside = inside & (column >= low) & (column < high)
+        return inside
 
     def _z(self, name: str, column: np.ndarray) -> np.ndarray:
         marginal = self.world.features[name]

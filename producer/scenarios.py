@@ -2,7 +2,8 @@
 
 A scenario is a list of drifts. Each drift starts at an application position and is either
 *covariate* (feature values are scaled or shifted; the repayment function stays) or *concept*
-(the repayment function changes: coefficients, intercept or a segment's effect). ``width`` mixes
+(the repayment function changes: coefficients, intercept or a segment's effect; ``within``
+confines it to a numeric feature's range). ``width`` mixes
 the new regime in linearly (0 = abrupt); ``period`` makes it recur (on for a period, off for a
 period, ...).
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loanstream.errors import SpecError
 from loanstream.spec import read_yaml
@@ -32,7 +33,20 @@ class Drift(BaseModel):
     intercept: float = 0.0
     coefficients: dict[str, float] = Field(default_factory=dict, description="added to truth")
     categories: dict[str, dict[str, float]] = Field(default_factory=dict)
+    within: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="concept: only applications whose numeric feature is in [low, high)",
+    )
     description: str = ""
+
+    @model_validator(mode="after")
+    def _within_is_for_concepts(self) -> Drift:
+        if self.within and self.kind != "concept":
+            raise ValueError("within limits concept drifts only")
+        for name, (low, high) in self.within.items():
+            if not low < high:
+                raise ValueError(f"within {name}: low must be below high, got [{low}, {high})")
+        return self
 
     def weight(self, positions: np.ndarray) -> np.ndarray:
         """Probability that the new regime applies at each position (0 before ``start``)."""

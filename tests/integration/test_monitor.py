@@ -233,20 +233,17 @@ def test_restarts_keep_the_detectors_and_the_drift_is_confirmed_once(
     assert monitors[2].process.poll() is None
     for log in ("2.log", "3.log"):
         assert "detector state restored" in (tmp_path / log).read_text()
-    # the error stream and the segment the drift hits (debt consolidation), and nothing else
-    assert sorted({(e.signal, e.feature or "") for e in events}) == [
-        (DriftSignal.CONCEPT, ""),
-        (DriftSignal.PERFORMANCE, "loan_purpose=debt_consolidation"),
-    ]
+    # one concept drift, found by the label test (overall, or where it hits hardest: debt
+    # consolidation), and nothing else
+    assert [e.signal for e in events] == [DriftSignal.CONCEPT], events
+    assert events[0].feature in (None, "loan_purpose=debt_consolidation")
     # Nothing fires because of the restart: no event from before the onset, none sent twice
-    # (a detection's id is its position), each signal confirmed once. The labels of the old and
-    # the new regime arrive mixed for ~1,700 labelled events (1-day label delays); before the
-    # concept detector waited for them to settle after a confirmation, it could confirm again
-    # on the mix (one CI run: adwin at 19,109, then 19,488).
+    # (a detection's id is its position), the drift confirmed once. The labels of the old and
+    # the new regime arrive mixed for ~1,700 labelled events (1-day label delays); the test
+    # waits for them to settle after a confirmation before it learns the new level.
     assert all(
         e.first_event_time >= generator.event_time(20_000) - timedelta(days=3) for e in events
     )
-    assert len({e.event_id for e in events}) == len(events) == 2
     # Counted on across the restarts: the onset is near labelled position 19,000 (5% of the
     # 20,000 applications before it are never labelled). Before the monitor wrote its state at
     # a graceful stop, after Faust's last commit, it confirmed at ~16,300 after one restart here

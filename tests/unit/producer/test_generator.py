@@ -1,4 +1,5 @@
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ from loanstream.errors import SpecError
 from loanstream.frames import application_messages, check_frame
 from loanstream.spec import load_spec, parse_spec
 from loanstream.validation import ApplicationValidator
-from producer.generator import Generator
+from producer.generator import TRUE_PROBABILITY, Generator
 from producer.outcomes import OUTCOME_TIME, LabelPolicy
 from producer.scenarios import load_scenario
 from producer.world import load_world
@@ -115,3 +116,25 @@ def test_a_world_that_does_not_fit_the_spec_is_refused() -> None:
     )
     with pytest.raises(SpecError, match="world does not fit the feature spec: features"):
         load_world(None, other)
+
+
+def test_a_local_drift_changes_repayment_inside_its_range_only() -> None:
+    stable = gen("stable").rows(19_000, 2_000)
+    local = gen("local-drift-mild").rows(19_000, 2_000)
+    after = np.arange(len(local)) >= 1_000  # the drift starts at application 20,000
+    score = local["credit_score"]
+    inside = (score >= 620) & (score < 650) & after
+    moved = ~np.isclose(local[TRUE_PROBABILITY], stable[TRUE_PROBABILITY])
+    assert inside.sum() > 50 and (moved == inside).all()
+    assert (local[TRUE_PROBABILITY][inside] < stable[TRUE_PROBABILITY][inside]).all()
+
+
+def test_a_range_limits_concept_drifts_only_and_must_be_ordered(tmp_path: Path) -> None:
+    path = tmp_path / "scenarios.yaml"
+    for drift, error in (
+        ("{kind: covariate, start: 0, within: {income: [1, 2]}}", "concept drifts only"),
+        ("{kind: concept, start: 0, within: {income: [2, 1]}}", "low must be below high"),
+    ):
+        path.write_text(f"scenarios:\n  bad:\n    drifts: [{drift}]\n")
+        with pytest.raises(SpecError, match=error):
+            load_scenario("bad", path)
