@@ -66,14 +66,21 @@ from loanstream.topics import (
     RETRAIN_REQUESTS,
     RETRAIN_RESULTS,
 )
-from loop.telling import drift_sentence, measured, psi_band, result_sentence, statistic_name
+from loop.telling import (
+    drift_sentence,
+    effect,
+    measured,
+    psi_band,
+    result_sentence,
+    statistic_name,
+)
 
 NO_ANSWER, DEAD_LETTERED, NO_RETRAIN = "no_answer", "dead_lettered", "no_retrain"
 # fmt: off
 EVENT_FIELDS = (
     "event_id", "signal", "detector", "feature", "model_name", "model_version", "statistic",
     "threshold", "p_value", "window_size", "first_position", "confirmed_position",
-    "first_event_time", "confirmed_event_time", "detected_at",
+    "first_event_time", "confirmed_event_time", "detected_at", "expected_rate", "observed_rate",
 )  # the DriftEvent fields every JSON line carries, whatever fields the contract gains
 # fmt: on
 READ: dict[str, type[Contract]] = {
@@ -223,6 +230,8 @@ def tell(alert: Alert) -> str:
         f"  since:   position {e.first_position:,} ({_t(e.first_event_time)}) -> confirmed at "
         f"{e.confirmed_position:,} ({_t(e.confirmed_event_time)}), {_between(e)} between",
     ]
+    if (found := effect(e)) is not None:
+        lines.insert(2, f"  effect:  {found}")
     for r in alert.requests:
         lines.append(f"  retrain: {r.request_id} (attempt {r.attempt}, by {r.requested_by})")
     for result in alert.results:

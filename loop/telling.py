@@ -61,13 +61,18 @@ def measured(e: DriftEvent) -> str:
 def drift_sentence(e: DriftEvent) -> str:
     """What moved, on which model version, and by how much against its threshold."""
     subject = f" in {e.feature}" if e.feature else ""
-    effect = ""
-    if e.expected_rate is not None and e.observed_rate is not None:
-        effect = f"; repaid {e.observed_rate:.1%} where the model promised {e.expected_rate:.1%}"
+    found = effect(e)
     return (
         f"{e.signal.value} drift{subject} on {e.model_name} v{e.model_version}: {measured(e)}, "
-        f"{e.detector} over {e.window_size:,} events{effect}"
+        f"{e.detector} over {e.window_size:,} events" + (f"; {found}" if found else "")
     )
+
+
+def effect(e: DriftEvent) -> str | None:
+    """What the labels showed against what the model promised, when the event says."""
+    if e.expected_rate is None or e.observed_rate is None:
+        return None
+    return f"repaid {e.observed_rate:.1%} where the model promised {e.expected_rate:.1%}"
 
 
 def result_sentence(r: RetrainResult) -> str:

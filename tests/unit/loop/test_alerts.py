@@ -33,7 +33,8 @@ KEYS = {
     "statistic", "statistic_name", "threshold", "p_value", "psi_band", "window_size",
     "first_position", "confirmed_position", "events_between", "first_event_time",
     "confirmed_event_time", "detected_at", "text", "retrain_status", "retrain_text", "requests",
-    "results", "promoted_version", "promoted_update", "dead_lettered_requests",
+    "results", "promoted_version", "promoted_update", "dead_lettered_requests", "expected_rate",
+    "observed_rate",
 }  # fmt: skip
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from loanstream.contracts import DriftEvent, ModelUpdate, RetrainOutcome, RetrainResult
-from loop.telling import drift_sentence, psi_band, result_sentence, update_sentence
+from loop.telling import (
+    drift_sentence,
+    psi_band,
+    result_sentence,
+    statistic_name,
+    update_sentence,
+)
 
 T = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -109,3 +115,15 @@ def test_an_update_names_the_new_champion() -> None:
     assert update_sentence(update) == (
         "loan-default v2 is the champion now (run 0123456789ab); auc 0.8000, brier 0.1000"
     )
+
+
+def test_a_label_test_drift_tells_its_region_and_effect() -> None:
+    e = event(
+        detector="label-cusum[-1]",
+        feature="loan_purpose=car",
+        expected_rate=0.812,
+        observed_rate=0.64,
+    )
+    assert statistic_name(e) == "CUSUM"
+    assert drift_sentence(e).endswith("; repaid 64.0% where the model promised 81.2%")
+    assert " in loan_purpose=car " in drift_sentence(e)
