@@ -46,7 +46,8 @@ MAX_OFFSET = 3.0  # |log-odds offset| a region may learn
 CHUNK = 1024  # labels per vectorised step: the integer sums stay far below BIG
 TOLERANCE = 0.5  # log-odds a region's unlearnt level may be off by
 SLACK = 3.0  # standard errors of a learnt level that its tolerance covers
-ROUNDS = 2  # of learning a region's level after a confirmation
+PRIOR = 10.0  # information (labels x p(1 - p)) a level's tolerance counts before any label
+PRIOR_LABELS = 20.0  # labels' worth a learnt level is shrunk towards the stated one by
 TIMES = 64  # recent label event times, to date where the labels stand after a confirmation
 FORMAT = 1
 
@@ -271,7 +272,7 @@ class LabelDriftTest:
     ...     [drift] = test.update([p], [int(rng.random() < q)], [{"x": x}], i) or [None]
     ...     if drift:
     ...         print(drift.region, drift.shift, drift.first_position, drift.confirmed_position)
-    x=b -1.0 10074 10275
+    x=b -1.0 10074 10274
     """
 
     def __init__(
@@ -307,8 +308,9 @@ class LabelDriftTest:
         self.run_y = np.zeros(shape, np.int64)
         self.run_q = np.zeros(shape, np.int64)  # promised repayments, in units of 1 / SCALE
         self.offset = np.zeros(size)  # each region's learnt log-odds level (0: as calibrated)
-        self.learning = np.full(size, ROUNDS, np.int64)  # rounds of learning left (0: testing)
-        self.learnt = np.zeros((2, size), np.int64)  # sums of y - q and q (1 - q), in units
+        self.learning = np.ones(size, np.int64)  # 1: learning its level, 0: learnt
+        # sums of y - q, q (1 - q), q and 1 (labels), in units, over a learning region's labels
+        self.learnt = np.zeros((4, size), np.int64)
         self.quiet = np.zeros(size, bool)  # learning after a confirmation: not tested at all
         # how far (log-odds) a region's true level may be from the one it uses: TOLERANCE until
         # learnt, then SLACK standard errors of the learnt level; shifts are tested beyond it
@@ -359,7 +361,7 @@ class LabelDriftTest:
             self._remember(seconds)
             if self.settling.settled(seconds, self.settle_events, self.settle_share):
                 self.settling = None
-                self.learning[:] = ROUNDS
+                self.learning[:] = 1
                 self.quiet[:] = True
                 self.learnt[:] = 0
                 return i + 1
@@ -374,27 +376,37 @@ class LabelDriftTest:
         ones gather their level. Stops after the first label where a CUSUM crosses or a region
         has learnt enough, so what follows sees the new state, however the stream was cut."""
         event, region = batch.pairs(lo, hi)
-        q = _moved(batch.p[event], self.offset[region])
         y = batch.y[event]
-        units = llr_units_against(q, y, self._shift_array, self.tolerance[region])
+        new_region = np.concatenate(([True], region[1:] != region[:-1]))
+        starts = np.flatnonzero(new_region)
+        rank = np.cumsum(new_region) - 1
+        base = _moved(batch.p[event], self.offset[region])  # at the level stated (or learnt)
+        gathered = np.rint(
+            np.stack((y - base, base * (1.0 - base), base, np.ones_like(base)), axis=1) * SCALE
+        ).astype(np.int64)
+        summed = _grouped_cumsum(gathered, starts, rank) + self.learnt.T[region]
+        learning = self.learning[region] > 0
+        # A learning region is tested from its first label, against what it has learnt so far:
+        # the level (a Newton step from the stated one, over the labels before this one) and a
+        # tolerance of SLACK standard errors of it, which narrows as its labels come.
+        before = (summed - gathered)[learning] / SCALE
+        q = base.copy()
+        q[learning] = _moved(
+            batch.p[event[learning]], self.offset[region[learning]] + _level(before)
+        )
+        tolerance = self.tolerance[region].copy()
+        tolerance[learning] = np.minimum(TOLERANCE, SLACK / np.sqrt(before[:, 1] + PRIOR))
+        units = llr_units_against(q, y, self._shift_array, tolerance)
         units[self.quiet[region]] = -SCALE  # relearning after a confirmation: no test
         # Pairs are sorted by region, then arrival. Within a region the CUSUM from state s0 is
         # S_t = W_t - min(-s0, min_{k<=t} W_k), W the region's running sum. One cumsum serves all
         # regions (W_t = total_t - total before the region's first pair); shifting each region's
         # W down by BIG x its rank keeps a running minimum from reaching into the regions before.
-        new_region = np.concatenate(([True], region[1:] != region[:-1]))
-        starts = np.flatnonzero(new_region)
-        rank = np.cumsum(new_region) - 1
         sink = (rank * BIG)[:, None]
         sunk = _grouped_cumsum(units, starts, rank) - sink
         floor = np.minimum(np.minimum.accumulate(sunk, axis=0), -self.cusum[region] - sink)
         cusum = sunk - floor
-        gathered = np.stack(
-            (np.rint((y - q) * SCALE), np.rint(q * (1.0 - q) * SCALE)), axis=1
-        ).astype(np.int64)
-        information = _grouped_cumsum(gathered, starts, rank)[:, 1] + self.learnt[1][region]
-        learning = self.learning[region] > 0
-        learnt = learning & (information >= self._needed(self.learning[region]))
+        learnt = learning & (summed[:, 1] >= self._enough)
         stops = (cusum >= self._limit).any(axis=1) | learnt
         if stops.any():
             at = int(event[stops].min())  # the earliest label that changes a region's state
@@ -449,24 +461,14 @@ class LabelDriftTest:
         learners = owner[learns]
         if learners.size:
             self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0)[learns].T
-            done = learners[self.learnt[1, learners] >= self._needed(self.learning[learners])]
-            # a Newton step of each region's log-odds level from where it stood; the first round
-            # is short and gets near, the second measures what is left on fresh labels
-            step = self.learnt[0, done] / self.learnt[1, done]
-            self.offset[done] = np.clip(self.offset[done] + step, -MAX_OFFSET, MAX_OFFSET)
-            self.learning[done] -= 1
-            tested = done[self.learning[done] == 0]  # from here against its own level, from 0
-            error = 1.0 / np.sqrt(self.learnt[1, tested] / SCALE)  # the level's standard error
-            self.tolerance[tested] = np.minimum(TOLERANCE, SLACK * error)
+            done = learners[self.learnt[1, learners] >= self._enough]
+            # the level: a Newton step from the stated one, as the tests used it while learning
+            sums = self.learnt[:, done].T / SCALE
+            self.offset[done] = np.clip(self.offset[done] + _level(sums), -MAX_OFFSET, MAX_OFFSET)
+            self.tolerance[done] = np.minimum(TOLERANCE, SLACK / np.sqrt(sums[:, 1] + PRIOR))
+            self.learning[done] = 0
             self.learnt[:, done] = 0
-            self.quiet[tested] = False
-            for array in (self.cusum, self.run_n, self.run_y, self.run_q, self.since):
-                array[tested] = 0
-            self.since_seconds[tested] = 0.0
-
-    def _needed(self, rounds: np.ndarray) -> np.ndarray:
-        """Information (in units) a region must gather in its current round of learning."""
-        return np.where(rounds > 1, self._enough // 4, self._enough)
+            self.quiet[done] = False
 
     def _crossing(self, batch: _Batch, at: int) -> LabelDrift | None:
         over = self.cusum >= self._limit
@@ -548,7 +550,7 @@ class LabelDriftTest:
         size = len(regions.names)
         test.offset = np.array(state["offset"], float).reshape(size)
         test.learning = np.array(state["learning"], np.int64).reshape(size)
-        test.learnt = np.array(state["learnt"], np.int64).reshape(2, size)
+        test.learnt = np.array(state["learnt"], np.int64).reshape(4, size)
         test.quiet = np.array(state["quiet"], bool).reshape(size)
         test.tolerance = np.array(state["tolerance"], float).reshape(size)
         settling = state["settling"]
@@ -566,6 +568,17 @@ _ARRAYS = {
     "run_y": np.int64,
     "run_q": np.int64,
 }
+
+
+def _level(sums: np.ndarray) -> np.ndarray:
+    """A region's log-odds level above the one it stated, from the sums of its labels (rows of
+    y - q, q (1 - q), q, 1): the logit of the repayment rate seen (shrunk towards the promised
+    one by PRIOR_LABELS) minus the logit of the rate promised. Unlike one Newton step it does not
+    overshoot a large shift (a step from 0 says -1.07 where the level moved by -0.84)."""
+    n = np.maximum(sums[:, 3], 1.0)
+    promised = np.clip(sums[:, 2] / n, CLIP, 1.0 - CLIP)
+    seen = np.clip(promised + sums[:, 0] / (n + PRIOR_LABELS), CLIP, 1.0 - CLIP)
+    return np.log(seen / (1.0 - seen)) - np.log(promised / (1.0 - promised))
 
 
 def _grouped_cumsum(values: np.ndarray, starts: np.ndarray, rank: np.ndarray) -> np.ndarray:
