@@ -15,10 +15,13 @@ likelihood-ratio test of the labels against the probabilities (Page's CUSUM). He
 * **One budget.** The threshold ``h`` is shared by all regions and shifts, and set by simulation
   under the model's own calibrated probabilities so that the run length between false alarms of
   all tests together is at least ``target_run_length`` labels (see `null_threshold`).
+* **Each region's own level.** A region learns the model's miscalibration there (a log-odds
+  offset) over its first ``learn_information`` units of Fisher information, tested meanwhile
+  against what it has learnt so far, then freezes it (see `_level`).
 * **One alarm per drift.** After a confirmation everything waits until the arriving labels are
   mostly for applications after it (label delays mix regimes for a while; `monitor.settling`),
-  then learns each region's new level (a log-odds offset) over ``learn_events`` labels, and tests
-  again from there: the regime that follows is the new reference, so its end is a drift too.
+  then every region learns its new level, untested, and is tested again from there: the regime
+  that follows is the new reference, so its end is a drift too.
 
 The CUSUMs sum log-likelihood ratios in integer units of ``1 / SCALE`` nats. Integer sums are
 exact, so a batch gives bit for bit the state that the same events one at a time give, however
@@ -104,8 +107,8 @@ class Regions:
             bounds = [0, *[i + 1 for i in cut], len(decile_shares)]
             first = len(names)
             for k in range(len(inner) + 1):
-                low = f"{_short(inner[k - 1])}" if k else None
-                high = f"{_short(inner[k])}" if k < len(inner) else None
+                low = _short(inner[k - 1]) if k else None
+                high = _short(inner[k]) if k < len(inner) else None
                 if low is None:
                     names.append(f"{feature.name} < {high}")
                 elif high is None:
@@ -145,17 +148,16 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def llr_units(p: np.ndarray, y: np.ndarray, offset: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Log-likelihood ratios, in CUSUM units, of label ``y`` under each log-odds shift against
-    none, for probability ``p`` moved by ``offset`` first: one row per label, one column per
-    shift. ``y * d - log(1 - q + q e^d)`` with ``q = sigmoid(logit(p) + offset)``."""
-    return llr_units_moved(_moved(p, offset), y, shifts)
+def _log_ratio(q: np.ndarray, y: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Log-likelihood ratio (nats) of label ``y`` under each log-odds shift of probability ``q``
+    against none: ``y d - log(1 - q + q e^d)``, one row per label; ``shifts`` is one row for
+    every label, or one per label."""
+    return y[:, None] * shifts - np.log1p(q[:, None] * np.expm1(shifts))
 
 
 def llr_units_moved(q: np.ndarray, y: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """`llr_units` of probabilities already moved by their region's offset."""
-    ratio = y[:, None] * shifts[None, :] - np.log1p(q[:, None] * np.expm1(shifts)[None, :])
-    return np.rint(ratio * SCALE).astype(np.int64)
+    """`_log_ratio` in CUSUM units, for probabilities already moved by their region's level."""
+    return np.rint(_log_ratio(q, y, shifts) * SCALE).astype(np.int64)
 
 
 def llr_units_against(
@@ -164,10 +166,9 @@ def llr_units_against(
     """Log-likelihood ratios, in CUSUM units, of each log-odds shift against the edge of
     ``[-tolerance, +tolerance]`` on its side (each label's own tolerance); a shift within the
     tolerance is not tested (-1 nat a label keeps its CUSUM at 0)."""
-    ratio = y[:, None] * shifts[None, :] - np.log1p(q[:, None] * np.expm1(shifts)[None, :])
     edge = np.sign(shifts)[None, :] * tolerance[:, None]
-    null = y[:, None] * edge - np.log1p(q[:, None] * np.expm1(edge))
-    units = np.rint((ratio - null) * SCALE).astype(np.int64)
+    ratio = _log_ratio(q, y, shifts) - _log_ratio(q, y, edge)
+    units = np.rint(ratio * SCALE).astype(np.int64)
     return np.where(np.abs(shifts)[None, :] > tolerance[:, None], units, -SCALE)
 
 
@@ -213,7 +214,7 @@ def _null_threshold(
             continue
         p = np.interp(rng.random(n), levels, quantiles)
         y = (rng.random(n) < p).astype(float)
-        units = llr_units(p, y, np.zeros(n), array)
+        units = llr_units_moved(_moved(p, np.zeros(n)), y, array)
         walk = np.cumsum(units, axis=0)
         cusum = walk - np.minimum(np.minimum.accumulate(walk, axis=0), 0)
         for column in cusum.T:
@@ -308,7 +309,7 @@ class LabelDriftTest:
         self.run_y = np.zeros(shape, np.int64)
         self.run_q = np.zeros(shape, np.int64)  # promised repayments, in units of 1 / SCALE
         self.offset = np.zeros(size)  # each region's learnt log-odds level (0: as calibrated)
-        self.learning = np.ones(size, np.int64)  # 1: learning its level, 0: learnt
+        self.learning = np.ones(size, bool)  # still learning its level
         # sums of y - q, q (1 - q), q and 1 (labels), in units, over a learning region's labels
         self.learnt = np.zeros((4, size), np.int64)
         self.quiet = np.zeros(size, bool)  # learning after a confirmation: not tested at all
@@ -361,7 +362,7 @@ class LabelDriftTest:
             self._remember(seconds)
             if self.settling.settled(seconds, self.settle_events, self.settle_share):
                 self.settling = None
-                self.learning[:] = 1
+                self.learning[:] = True
                 self.quiet[:] = True
                 self.learnt[:] = 0
                 return i + 1
@@ -385,10 +386,10 @@ class LabelDriftTest:
             np.stack((y - base, base * (1.0 - base), base, np.ones_like(base)), axis=1) * SCALE
         ).astype(np.int64)
         summed = _grouped_cumsum(gathered, starts, rank) + self.learnt.T[region]
-        learning = self.learning[region] > 0
+        learning = self.learning[region]
         # A learning region is tested from its first label, against what it has learnt so far:
-        # the level (a Newton step from the stated one, over the labels before this one) and a
-        # tolerance of SLACK standard errors of it, which narrows as its labels come.
+        # the level (`_level` of the labels before this one) and a tolerance of SLACK standard
+        # errors of it, which narrows as its labels come.
         before = (summed - gathered)[learning] / SCALE
         q = base.copy()
         q[learning] = _moved(
@@ -457,16 +458,16 @@ class LabelDriftTest:
         self.run_y[owner] = np.where(running, self.run_y[owner] * carried + add_y, 0)
         self.run_q[owner] = np.where(running, self.run_q[owner] * carried + add_q, 0)
         self.cusum[owner] = cusum[ends]
-        learns = self.learning[owner] > 0
+        learns = self.learning[owner]
         learners = owner[learns]
         if learners.size:
             self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0)[learns].T
             done = learners[self.learnt[1, learners] >= self._enough]
-            # the level: a Newton step from the stated one, as the tests used it while learning
+            # the level, as the tests used it while learning
             sums = self.learnt[:, done].T / SCALE
             self.offset[done] = np.clip(self.offset[done] + _level(sums), -MAX_OFFSET, MAX_OFFSET)
             self.tolerance[done] = np.minimum(TOLERANCE, SLACK / np.sqrt(sums[:, 1] + PRIOR))
-            self.learning[done] = 0
+            self.learning[done] = False
             self.learnt[:, done] = 0
             self.quiet[done] = False
 
@@ -549,7 +550,7 @@ class LabelDriftTest:
             setattr(test, name, array)
         size = len(regions.names)
         test.offset = np.array(state["offset"], float).reshape(size)
-        test.learning = np.array(state["learning"], np.int64).reshape(size)
+        test.learning = np.array(state["learning"], bool).reshape(size)
         test.learnt = np.array(state["learnt"], np.int64).reshape(4, size)
         test.quiet = np.array(state["quiet"], bool).reshape(size)
         test.tolerance = np.array(state["tolerance"], float).reshape(size)

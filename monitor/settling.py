@@ -1,4 +1,4 @@
-"""Waiting for labels to settle after a confirmed drift, for the concept and segment monitors.
+"""Waiting for labels to settle after a confirmed drift, for the label test (monitor.labeltest).
 
 Labels arrive in label-time order, so for as long as label delays spread, the outcomes of
 applications from before a drift keep arriving mixed with those from after it. A monitor that
