@@ -14,11 +14,16 @@ import pytest
 
 from monitor.labeltest import (
     DELTAS,
+    MAX_OFFSET,
+    PRIOR_INFO,
     SCALE,
     LabelDrift,
     LabelDriftTest,
     Regions,
-    llr_units_against,
+    _gathered,
+    _level,
+    _moved,
+    llr_units,
     null_threshold,
 )
 
@@ -100,24 +105,24 @@ def test_a_stable_stream_raises_nothing() -> None:
 
 
 def test_a_strong_drift_is_confirmed_once_at_an_exact_position() -> None:
-    assert confirmed(labels(30_000, seed=2, drift="strong")) == [("all", -1.0, 9_999, 10_295)]
+    assert confirmed(labels(30_000, seed=2, drift="strong")) == [("all", -1.0, 9_999, 10_176)]
 
 
 def test_a_local_drift_is_found_in_its_region() -> None:
     [drift] = feed(LabelDriftTest(REGIONS, THRESHOLD), labels(30_000, 3, "local"), ones())
     # found while x=c still learns its own level, against what it has learnt so far
-    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -1.0, 12_072)
-    assert drift.events == 204  # x=c's labels in the run that crossed
-    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.760, 0.534), abs=1e-3)
+    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -1.0, 11_229)
+    assert drift.events == 119  # x=c's labels in the run that crossed
+    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.760, 0.521), abs=1e-3)
 
 
 def test_a_drift_that_ends_is_found_both_times() -> None:
     found = confirmed(labels(30_000, seed=4, drift="reversing"))
-    assert found == [("all", -2.0, 10_043, 10_084), ("all", 1.0, 15_000, 15_178)]
+    assert found == [("all", -2.0, 10_043, 10_081), ("all", 1.0, 15_007, 15_179)]
 
 
 def test_a_gradual_drift_is_confirmed_as_it_grows() -> None:
-    assert confirmed(labels(30_000, seed=5, drift="gradual")) == [("all", -0.5, 11_758, 12_986)]
+    assert confirmed(labels(30_000, seed=5, drift="gradual")) == [("all", -0.5, 11_758, 12_514)]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -131,26 +136,51 @@ def test_any_cut_into_batches_gives_the_same_drifts_and_state(seed: int) -> None
 
 
 def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
-    """Before the first confirmation (levels learnt, then frozen): every CUSUM is
-    max(0, S + llr) label by label, in the same integer units, each shift's llr against the
-    edge of the region's tolerance on its side."""
+    """Before the first confirmation: label by label, each region of the label takes its level
+    (the one learnt from its labels before this one, until frozen), every CUSUM is
+    max(0, S + llr) at that level in the same integer units, and a learning region adds the
+    label to its sums, freezing its level once their information reaches learn_information."""
     stream = labels(30_000, seed=7, drift="strong", onset=28_000)[:28_050]
-    test = LabelDriftTest(REGIONS, THRESHOLD)
-    feed(test, stream[:26_000], randomly(3))  # every region has learnt its level by now
-    assert not test.learning.any()
-    expected = test.cusum.copy()
+    test = LabelDriftTest(REGIONS, THRESHOLD, learn_information=600.0, quiet_information=100.0)
+    size = len(REGIONS.names)
+    cusum = np.zeros((size, len(test.shifts)), np.int64)
+    sums = np.zeros((size, test.learnt.shape[0]), np.int64)
+    offset, learning = np.zeros(size), np.ones(size, bool)
     shifts = np.array(test.shifts)
-    for a in stream[26_000:]:
+    for a in stream:
         for r in REGIONS.assign([a.features])[0]:
-            if r >= 0:
-                q = 1.0 / (1.0 + (1.0 - a.p) / a.p * np.exp(-test.offset[r]))
-                units = llr_units_against(
-                    np.array([q]), np.array([float(a.y)]), shifts, test.tolerance[[r]]
-                )[0]
-                expected[r] = np.maximum(0, expected[r] + units)
-    assert feed(test, stream[26_000:], randomly(4)) == []
-    assert (test.cusum == expected).all()
+            if r < 0:
+                continue
+            p, y = np.array([a.p]), np.array([float(a.y)])
+            level = offset[r] + (_level(sums[[r]] / SCALE)[0] if learning[r] else 0.0)
+            cusum[r] = np.maximum(0, cusum[r] + llr_units(_moved(p, np.array([level])), y, shifts)[0])
+            if learning[r]:
+                sums[r] += np.rint(_gathered(_moved(p, offset[[r]]), y)[0] * SCALE).astype(np.int64)
+                if sums[r, 1] >= 600.0 * SCALE:
+                    offset[r] = np.clip(offset[r] + _level(sums[[r]] / SCALE)[0], -MAX_OFFSET, MAX_OFFSET)
+                    learning[r] = False
+    assert feed(test, stream, randomly(4)) == []
+    assert (test.cusum == cusum).all()
+    assert (test.offset == offset).all() and (test.learning == learning).all()
+    assert learning.any() and not learning.all()  # both kinds of region were compared
     assert test.cusum.max() > 5 * SCALE  # the drift is under way: the comparison is not of zeros
+
+
+def test_a_level_is_the_most_likely_offset_under_its_prior() -> None:
+    """`_level` solves sum(y) = sum(moved(p, l)) + l x PRIOR_INFO; checked by bisection over all
+    the labels, for a small and a large shift of the log-odds."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 0.98, 4000)
+    for shift in (-0.3, -1.2):
+        y = (rng.random(p.size) < _moved(p, np.full(p.size, shift))).astype(float)
+        low, high = -3.0, 3.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            score = y.sum() - _moved(p, np.full(p.size, mid)).sum() - mid * PRIOR_INFO
+            low, high = (mid, high) if score > 0 else (low, mid)
+        learnt = _level(_gathered(p, y).sum(axis=0)[None, :])[0]
+        assert learnt == pytest.approx(low, abs=0.01)
+        assert learnt == pytest.approx(shift, abs=0.1)
 
 
 def test_a_restored_state_carries_on_exactly() -> None:
@@ -193,7 +223,7 @@ def test_invalid_labels_or_probabilities_change_nothing() -> None:
     assert test.to_dict() == before
 
 
-def test_regions_come_from_the_reference_quintiles_and_the_spec_values() -> None:
+def test_regions_come_from_the_reference_deciles_and_the_spec_values() -> None:
     from loanstream.spec import load_spec
 
     spec = load_spec()
@@ -205,20 +235,23 @@ def test_regions_come_from_the_reference_quintiles_and_the_spec_values() -> None
         }
     }
     regions = Regions.from_reference(reference, spec)
-    assert regions.names[:6] == (
-        "all",
+    assert regions.names[:4] == ("all", "income < 10", "income in [10, 20)", "income in [20, 30)")
+    assert regions.names[10] == "income ≥ 90"
+    assert "loan_purpose=car" in regions.names
+    assigned = regions.assign([{"income": 40.0, "loan_purpose": "car"}, {"income": None}])
+    car = regions.names.index("loan_purpose=car")
+    assert assigned[0].tolist()[:3] == [0, 5, car]  # 40 is in [40, 50)
+    assert assigned[1].tolist()[1:] == [-1] * (regions.groups - 1)  # missing: in no region
+    assert regions.shares[1:11] == pytest.approx([0.1] * 10)
+    quintiles = Regions.from_reference(reference, spec, bins=5)
+    assert quintiles.names[1:6] == (
         "income < 20",
         "income in [20, 40)",
         "income in [40, 60)",
         "income in [60, 80)",
         "income ≥ 80",
     )
-    assert "loan_purpose=car" in regions.names
-    assigned = regions.assign([{"income": 40.0, "loan_purpose": "car"}, {"income": None}])
-    car = regions.names.index("loan_purpose=car")
-    assert assigned[0].tolist()[:3] == [0, 3, car]
-    assert assigned[1].tolist()[1:] == [-1] * (regions.groups - 1)  # missing: in no region
-    assert regions.shares[1:6] == pytest.approx([0.2] * 5)
+    assert quintiles.shares[1:6] == pytest.approx([0.2] * 5)
 
 
 def test_the_simulated_threshold_is_seeded_and_grows_with_the_budget() -> None:
@@ -228,3 +261,7 @@ def test_the_simulated_threshold_is_seeded_and_grows_with_the_budget() -> None:
     assert null_threshold(REGIONS, QUANTILES, 10_000_000) == high
     # below Lorden's bound over every test, which ignores that most runs die young
     assert high < np.log(10_000_000 * len(REGIONS.names) * 2 * len(DELTAS))
+    # the simulated regions' true levels are off the stated one: with levels frozen at the
+    # first label (never learnt) the same budget needs a threshold higher by far
+    never = null_threshold(REGIONS, QUANTILES, 10_000_000, learn_information=1e-9)
+    assert never > high + 2.0
