@@ -153,11 +153,14 @@ def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
                 continue
             p, y = np.array([a.p]), np.array([float(a.y)])
             level = offset[r] + (_level(sums[[r]] / SCALE)[0] if learning[r] else 0.0)
-            cusum[r] = np.maximum(0, cusum[r] + llr_units(_moved(p, np.array([level])), y, shifts)[0])
+            units = llr_units(_moved(p, np.array([level])), y, shifts)[0]
+            cusum[r] = np.maximum(0, cusum[r] + units)
             if learning[r]:
-                sums[r] += np.rint(_gathered(_moved(p, offset[[r]]), y)[0] * SCALE).astype(np.int64)
+                base = _moved(p, offset[[r]])
+                sums[r] += np.rint(_gathered(base, y)[0] * SCALE).astype(np.int64)
                 if sums[r, 1] >= 600.0 * SCALE:
-                    offset[r] = np.clip(offset[r] + _level(sums[[r]] / SCALE)[0], -MAX_OFFSET, MAX_OFFSET)
+                    learnt = offset[r] + _level(sums[[r]] / SCALE)[0]
+                    offset[r] = np.clip(learnt, -MAX_OFFSET, MAX_OFFSET)
                     learning[r] = False
     assert feed(test, stream, randomly(4)) == []
     assert (test.cusum == cusum).all()
