@@ -592,8 +592,7 @@ _ARRAYS = {
 def _gathered(q: np.ndarray, y: np.ndarray) -> np.ndarray:
     """What a region sums of each label to learn its level: the label, its information at the
     stated level, and its probability moved to each level of GRID (one row per label)."""
-    odds = (1.0 - q) / q
-    moved = 1.0 / (1.0 + odds[:, None] * np.exp(-GRID)[None, :])
+    moved = _moved(q[:, None], GRID[None, :])
     return np.concatenate((y[:, None], (q * (1.0 - q))[:, None], moved), axis=1)
 
 
