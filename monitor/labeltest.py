@@ -400,12 +400,18 @@ class LabelDriftTest:
         rank = np.cumsum(new_region) - 1
         base = _moved(batch.p[event], self.offset[region])  # at the level stated (or learnt)
         learning = self.learning[region]
-        gathered = np.zeros((event.size, self.learnt.shape[0]), np.int64)
-        gathered[learning] = np.rint(_gathered(base[learning], y[learning]) * SCALE)
-        summed = _grouped_cumsum(gathered, starts, rank) + self.learnt.T[region]
+        # only the pairs of regions still learning gather their level's sums (still sorted)
+        owned = region[learning]
+        first_owned = np.concatenate(([True], owned[1:] != owned[:-1]))[: owned.size]
+        owned_starts = np.flatnonzero(first_owned)
+        gathered = np.rint(_gathered(base[learning], y[learning]) * SCALE).astype(np.int64)
+        summed = _grouped_cumsum(gathered, owned_starts, np.cumsum(first_owned) - 1)
+        summed += self.learnt.T[owned]
+        information = np.zeros(event.size, np.int64)
+        information[learning] = summed[:, 1]
         # a learning region is tested against what it has learnt so far: the level of the
         # labels before this one (`_level`)
-        before = (summed - gathered)[learning] / SCALE
+        before = (summed - gathered) / SCALE
         q = base.copy()
         q[learning] = _moved(
             batch.p[event[learning]], self.offset[region[learning]] + _level(before)
@@ -424,14 +430,15 @@ class LabelDriftTest:
         sunk = _grouped_cumsum(units, starts, rank) - sink
         floor = np.minimum(np.minimum.accumulate(sunk, axis=0), -self.cusum[region] - sink)
         cusum = sunk - floor
-        learnt = learning & (summed[:, 1] >= self._enough)
-        speaks = quiet & (summed[:, 1] >= self._quiet_enough)
+        learnt = learning & (information >= self._enough)
+        speaks = quiet & (information >= self._quiet_enough)
         stops = (cusum >= self._limit).any(axis=1) | learnt | speaks
         if stops.any():
             at = int(event[stops].min())  # the earliest label that changes a region's state
             if at + 1 < hi:
                 return self._advance(batch, lo, at + 1)
-        self._commit(batch, event, region, q, cusum, starts, gathered)
+        self._commit(batch, event, region, q, cusum, starts)
+        self._learn(gathered, owned[owned_starts], owned_starts)
         for s in batch.seconds[lo:hi]:
             self._remember(float(s))
         return hi, self._crossing(batch, hi - 1)
@@ -444,10 +451,8 @@ class LabelDriftTest:
         q: np.ndarray,
         cusum: np.ndarray,
         starts: np.ndarray,
-        gathered: np.ndarray,
     ) -> None:
-        """Store each region's state after its last pair: CUSUMs and what their runs summed,
-        or what it has learnt of its level."""
+        """Store each region's state after its last pair: CUSUMs and what their runs summed."""
         ends = np.concatenate((starts[1:], [event.size])) - 1
         owner = region[starts]
         rows = np.arange(event.size)[:, None]
@@ -476,10 +481,12 @@ class LabelDriftTest:
         self.run_y[owner] = np.where(running, self.run_y[owner] * carried + add_y, 0)
         self.run_q[owner] = np.where(running, self.run_q[owner] * carried + add_q, 0)
         self.cusum[owner] = cusum[ends]
-        learns = self.learning[owner]
-        learners = owner[learns]
+
+    def _learn(self, gathered: np.ndarray, learners: np.ndarray, starts: np.ndarray) -> None:
+        """Add the learning regions' gathered sums (``starts``: each one's first row): a region
+        with enough ends its quiet, or freezes its level."""
         if learners.size:
-            self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0)[learns].T
+            self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0).T
             self.quiet[learners[self.learnt[1, learners] >= self._quiet_enough]] = False
             done = learners[self.learnt[1, learners] >= self._enough]
             # the level, as the tests used it while learning
