@@ -15,10 +15,12 @@ likelihood-ratio test of the labels against the probabilities (Page's CUSUM). He
 * **Each region's own level.** A calibrated model is calibrated overall, not in every region:
   the benchmark's model promises applicants aged 52 and over 0.18 log-odds more than they
   repay. So each region tests its labels against its *learnt* level, the log-odds offset that
-  best explains its labels so far (maximum likelihood, with a prior around the stated level:
-  `_level`). It learns from its first label and freezes the level after ``learn_information``
-  units of Fisher information (a standard error of 0.03), so that a slow drift is not absorbed
-  into it.
+  best explains its labels (maximum likelihood, with a prior around the stated level:
+  `_level`). The level is solved from the first label and again each time the region's Fisher
+  information doubles (4, 8, 16... units: `_stages`), and frozen after ``learn_information``
+  units (a standard error of 0.03), so that a slow drift is not absorbed into it. Between two
+  stages it stays put, so a drift's labels count against the level of the labels before them
+  instead of being taken into it one by one.
 * **One budget.** The threshold ``h`` is shared by all regions and shifts. It is set by
   simulating this very procedure under the model's own calibrated probabilities, each region's
   true level drawn apart from the stated one, so that the run length between false alarms of
@@ -27,10 +29,11 @@ likelihood-ratio test of the labels against the probabilities (Page's CUSUM). He
   around the level (which made mild drifts take 1.6 times as many labels, and missed some).
 * **One alarm per drift.** After a confirmation everything waits until the arriving labels are
   mostly for applications after it (label delays mix regimes for a while; `monitor.settling`),
-  then every region learns its new level, untested over its first ``quiet_information`` units,
-  and tested from there while it goes on learning: the regime that follows is the new
-  reference, so its end is a drift too. While a region relearns, only a move back is tested: a
-  further move the same way is the confirmed drift going on (a gradual one).
+  then every region learns its new level again, in stages, untested until its information
+  reaches ``quiet_information`` (16 units), and tested from there while it goes on learning:
+  the regime that follows is the new reference, so its end is a drift too, found as soon as the
+  region knows its new level. While a region relearns, only a move back is tested: a further
+  move the same way is the confirmed drift going on (a gradual one).
 
 The CUSUMs sum log-likelihood ratios in integer units of ``1 / SCALE`` nats. Integer sums are
 exact, so a batch gives bit for bit the state that the same events one at a time give, however
@@ -57,12 +60,13 @@ BIG = 1 << 42  # per-region offset that keeps a running minimum inside its regio
 MAX_OFFSET = 3.0  # |log-odds offset| a region may learn
 CHUNK = 1024  # labels per vectorised step: the integer sums stay far below BIG
 LEARN = 1000.0  # Fisher information (labels x p(1 - p)) after which a region's level is frozen
-QUIET = 200.0  # information a region relearns untested after a confirmation
+QUIET = 16.0  # information a region relearns untested after a confirmation (3 stages)
 GRID = np.linspace(-3.0, 3.0, 31)  # log-odds: a level is solved between these (`_level`)
 PRIOR_INFO = 4.0  # a level's prior is N(0, 1 / PRIOR_INFO) around the stated one (~20 labels)
+STAGE = 2.0  # a learning region re-solves its level each time its information grows this much
 SPREAD = 0.2  # log-odds: how far regions' true levels are from the stated one, in simulation
 TIMES = 64  # recent label event times, to date where the labels stand after a confirmation
-FORMAT = 2  # 2: no tolerance around the levels; a quiet relearning after a confirmation
+FORMAT = 3  # 2: no tolerance around the levels, a quiet relearning; 3: levels solved in stages
 
 
 def _short(x: float) -> str:
@@ -217,10 +221,10 @@ def _null_threshold(
         # the level the test uses for each label: learnt from the labels before it, frozen
         # after the label whose information reaches `learn` (as `LabelDriftTest` does)
         sums = np.cumsum(_gathered(p, y), axis=0)
-        reached = np.flatnonzero(sums[:, 1] >= learn)
-        last = reached[0] if reached.size else n
-        used = np.minimum(np.arange(n) - 1, last)
-        level = np.where(used >= 0, _level(sums[np.maximum(used, 0)]), 0.0)
+        stage = np.searchsorted(_stages(learn), sums[:, 1], side="right")
+        solved = np.flatnonzero(np.diff(stage, prepend=0) > 0)  # labels that reach a stage
+        used = np.searchsorted(solved, np.arange(n), side="left") - 1  # the last one before
+        level = np.where(used >= 0, _level(sums[solved[np.maximum(used, 0)]]), 0.0)
         units = llr_units(_moved(p, level), y, array)
         walk = np.cumsum(units, axis=0)
         cusum = walk - np.minimum(np.minimum.accumulate(walk, axis=0), 0)
@@ -317,6 +321,7 @@ class LabelDriftTest:
         self._limit = round(self.threshold * SCALE)
         self._enough = round(self.learn_information * SCALE)
         self._quiet_enough = round(self.quiet_information * SCALE)
+        self._stages = np.rint(_stages(self.learn_information) * SCALE).astype(np.int64)
         size = len(regions.names)
         shape = (size, len(self.shifts))
         self.cusum = np.zeros(shape, np.int64)  # in units of 1 / SCALE nats
@@ -327,6 +332,7 @@ class LabelDriftTest:
         self.run_q = np.zeros(shape, np.int64)  # promised repayments, in units of 1 / SCALE
         self.offset = np.zeros(size)  # each region's learnt log-odds level (0: as calibrated)
         self.learning = np.ones(size, bool)  # still learning its level
+        self.staged = np.zeros(size)  # a learning region's level above offset, this stage
         # `_gathered` summed over a learning region's labels, in units
         self.learnt = np.zeros((2 + GRID.size, size), np.int64)
         # relearning after a confirmation, not tested until quiet_information
@@ -381,6 +387,7 @@ class LabelDriftTest:
                 self.learning[:] = True
                 self.quiet[:] = True
                 self.learnt[:] = 0
+                self.staged[:] = 0.0
                 return i + 1
         return batch.p.size
 
@@ -409,13 +416,9 @@ class LabelDriftTest:
         summed += self.learnt.T[owned]
         information = np.zeros(event.size, np.int64)
         information[learning] = summed[:, 1]
-        # a learning region is tested against what it has learnt so far: the level of the
-        # labels before this one (`_level`)
-        before = (summed - gathered) / SCALE
+        # a learning region is tested against the level of its last stage (`_stage_of`)
         q = base.copy()
-        q[learning] = _moved(
-            batch.p[event[learning]], self.offset[region[learning]] + _level(before)
-        )
+        q[learning] = _moved(batch.p[event[learning]], self.offset[owned] + self.staged[owned])
         units = llr_units(q, y, self._shift_array)
         quiet = self.quiet[region]
         units[quiet] = -SCALE  # relearning after a confirmation: no test yet
@@ -432,7 +435,8 @@ class LabelDriftTest:
         cusum = sunk - floor
         learnt = learning & (information >= self._enough)
         speaks = quiet & (information >= self._quiet_enough)
-        stops = (cusum >= self._limit).any(axis=1) | learnt | speaks
+        staged = learning & (information >= self._next_stage()[region])
+        stops = (cusum >= self._limit).any(axis=1) | learnt | speaks | staged
         if stops.any():
             at = int(event[stops].min())  # the earliest label that changes a region's state
             if at + 1 < hi:
@@ -482,18 +486,28 @@ class LabelDriftTest:
         self.run_q[owner] = np.where(running, self.run_q[owner] * carried + add_q, 0)
         self.cusum[owner] = cusum[ends]
 
+    def _next_stage(self) -> np.ndarray:
+        """Each region's information (units) at which its level is solved again."""
+        at = np.searchsorted(self._stages, self.learnt[1], side="right")
+        return np.append(self._stages, np.iinfo(np.int64).max)[at]
+
     def _learn(self, gathered: np.ndarray, learners: np.ndarray, starts: np.ndarray) -> None:
         """Add the learning regions' gathered sums (``starts``: each one's first row): a region
-        with enough ends its quiet, or freezes its level."""
+        that reached its next stage solves its level again; one with enough ends its quiet, or
+        freezes its level."""
         if learners.size:
+            reached = self._next_stage()[learners]
             self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0).T
+            staged = learners[self.learnt[1, learners] >= reached]
+            self.staged[staged] = _level(self.learnt[:, staged].T / SCALE)
             self.quiet[learners[self.learnt[1, learners] >= self._quiet_enough]] = False
             done = learners[self.learnt[1, learners] >= self._enough]
-            # the level, as the tests used it while learning
-            sums = self.learnt[:, done].T / SCALE
-            self.offset[done] = np.clip(self.offset[done] + _level(sums), -MAX_OFFSET, MAX_OFFSET)
+            # the level of the last stage (the information of `learn_information` is one)
+            offset = self.offset[done] + self.staged[done]
+            self.offset[done] = np.clip(offset, -MAX_OFFSET, MAX_OFFSET)
             self.learning[done] = False
             self.learnt[:, done] = 0
+            self.staged[done] = 0.0
 
     def _crossing(self, batch: _Batch, at: int) -> LabelDrift | None:
         over = self.cusum >= self._limit
@@ -522,7 +536,9 @@ class LabelDriftTest:
             # everyone's region every region moves, else only the region that drifted
             moved = _logit(drift.observed_rate) - _logit(drift.expected_rate)
             where = slice(None) if r == 0 else r
-            self.offset[where] = np.clip(self.offset[where] + moved, -MAX_OFFSET, MAX_OFFSET)
+            offset = self.offset[where] + self.staged[where] + moved
+            self.offset[where] = np.clip(offset, -MAX_OFFSET, MAX_OFFSET)
+            self.staged[where] = 0.0
         return drift
 
     def _restart(self) -> None:
@@ -547,6 +563,7 @@ class LabelDriftTest:
             "regions": list(self.regions.names),
             **{name: getattr(self, name).tolist() for name in _ARRAYS},
             "offset": self.offset.tolist(),
+            "staged": self.staged.tolist(),
             "learning": self.learning.tolist(),
             "learnt": self.learnt.tolist(),
             "quiet": self.quiet.tolist(),
@@ -575,6 +592,7 @@ class LabelDriftTest:
             setattr(test, name, array)
         size = len(regions.names)
         test.offset = np.array(state["offset"], float).reshape(size)
+        test.staged = np.array(state["staged"], float).reshape(size)
         test.learning = np.array(state["learning"], bool).reshape(size)
         test.learnt = np.array(state["learnt"], np.int64).reshape(2 + GRID.size, size)
         test.quiet = np.array(state["quiet"], bool).reshape(size)
@@ -601,6 +619,14 @@ def _gathered(q: np.ndarray, y: np.ndarray) -> np.ndarray:
     stated level, and its probability moved to each level of GRID (one row per label)."""
     moved = _moved(q[:, None], GRID[None, :])
     return np.concatenate((y[:, None], (q * (1.0 - q))[:, None], moved), axis=1)
+
+
+def _stages(learn: float) -> np.ndarray:
+    """The information at which a learning region solves its level again: PRIOR_INFO, then
+    growing by STAGE, and last ``learn``, where the level freezes."""
+    count = max(0, math.ceil(math.log(learn / PRIOR_INFO) / math.log(STAGE)))
+    stages = PRIOR_INFO * STAGE ** np.arange(count)
+    return np.append(stages[stages < learn], learn)
 
 
 def _level(sums: np.ndarray) -> np.ndarray:

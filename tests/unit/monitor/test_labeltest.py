@@ -17,6 +17,7 @@ from monitor.labeltest import (
     MAX_OFFSET,
     PRIOR_INFO,
     SCALE,
+    STAGE,
     LabelDrift,
     LabelDriftTest,
     Regions,
@@ -49,7 +50,8 @@ class Label:
 def labels(n: int, seed: int, drift: str = "none", onset: int = 10_000) -> list[Label]:
     """Seeded labels of calibrated applicants; ``drift`` changes their repayment from ``onset``:
     strong (everyone repays 20 points less), local (x=c, 10% of labels, alike),
-    reversing (strong, ending 5,000 labels later), gradual (strong, mixed in over 5,000)."""
+    reversing (strong, ending 5,000 labels later), local-reversing (local, ending 10,000 labels
+    later), gradual (strong, mixed in over 5,000)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -63,6 +65,7 @@ def labels(n: int, seed: int, drift: str = "none", onset: int = 10_000) -> list[
                 "strong": i >= onset,
                 "local": i >= onset and x == "c",
                 "reversing": onset <= i < onset + 5000,
+                "local-reversing": onset <= i < onset + 10_000 and x == "c",
             }.get(drift, False)
         cut = 0.2 if hit else 0.0
         out.append(Label(p, int(rng.random() < p - cut), {"x": x, "z": z}, 1e9 + 60.0 * i))
@@ -110,15 +113,22 @@ def test_a_strong_drift_is_confirmed_once_at_an_exact_position() -> None:
 
 def test_a_local_drift_is_found_in_its_region() -> None:
     [drift] = feed(LabelDriftTest(REGIONS, THRESHOLD), labels(30_000, 3, "local"), ones())
-    # found while x=c still learns its own level, against what it has learnt so far
-    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -1.0, 11_229)
-    assert drift.events == 119  # x=c's labels in the run that crossed
-    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.760, 0.521), abs=1e-3)
+    # found while x=c still learns its own level, against the level of its last stage
+    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -2.0, 10_675)
+    assert drift.events == 57  # x=c's labels in the run that crossed
+    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.785, 0.439), abs=1e-3)
 
 
 def test_a_drift_that_ends_is_found_both_times() -> None:
     found = confirmed(labels(30_000, seed=4, drift="reversing"))
-    assert found == [("all", -2.0, 10_043, 10_081), ("all", 1.0, 15_007, 15_179)]
+    assert found == [("all", -2.0, 10_043, 10_081), ("all", 1.0, 15_007, 15_164)]
+
+
+def test_a_local_drift_that_ends_is_found_both_times() -> None:
+    """x=c relearns its level after the first confirmation and is tested again from 16 units of
+    information on, so the end is found against the level of the drift, not absorbed into it."""
+    found = confirmed(labels(30_000, seed=3, drift="local-reversing"))
+    assert found == [("x=c", -2.0, 10_140, 10_675), ("x=c", 1.0, 19_841, 22_607)]
 
 
 def test_a_gradual_drift_is_confirmed_as_it_grows() -> None:
@@ -137,31 +147,33 @@ def test_any_cut_into_batches_gives_the_same_drifts_and_state(seed: int) -> None
 
 def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
     """Before the first confirmation: label by label, each region of the label takes its level
-    (the one learnt from its labels before this one, until frozen), every CUSUM is
-    max(0, S + llr) at that level in the same integer units, and a learning region adds the
-    label to its sums, freezing its level once their information reaches learn_information."""
+    (the one solved from its sums when their information last reached a stage, until frozen),
+    every CUSUM is max(0, S + llr) at that level in the same integer units, and a learning
+    region adds the label to its sums, freezing its level once their information reaches
+    learn_information."""
     stream = labels(30_000, seed=7, drift="strong", onset=28_000)[:28_050]
     test = LabelDriftTest(REGIONS, THRESHOLD, learn_information=600.0, quiet_information=100.0)
     size = len(REGIONS.names)
     cusum = np.zeros((size, len(test.shifts)), np.int64)
     sums = np.zeros((size, test.learnt.shape[0]), np.int64)
-    offset, learning = np.zeros(size), np.ones(size, bool)
+    offset, staged, learning = np.zeros(size), np.zeros(size), np.ones(size, bool)
+    stages = [PRIOR_INFO * STAGE**k for k in range(20) if PRIOR_INFO * STAGE**k < 600.0] + [600.0]
     shifts = np.array(test.shifts)
     for a in stream:
         for r in REGIONS.assign([a.features])[0]:
             if r < 0:
                 continue
             p, y = np.array([a.p]), np.array([float(a.y)])
-            level = offset[r] + (_level(sums[[r]] / SCALE)[0] if learning[r] else 0.0)
-            units = llr_units(_moved(p, np.array([level])), y, shifts)[0]
+            units = llr_units(_moved(p, np.array([offset[r] + staged[r]])), y, shifts)[0]
             cusum[r] = np.maximum(0, cusum[r] + units)
             if learning[r]:
-                base = _moved(p, offset[[r]])
-                sums[r] += np.rint(_gathered(base, y)[0] * SCALE).astype(np.int64)
+                before = sums[r, 1]
+                sums[r] += np.rint(_gathered(_moved(p, offset[[r]]), y)[0] * SCALE).astype(np.int64)
+                if any(before < round(s * SCALE) <= sums[r, 1] for s in stages):
+                    staged[r] = _level(sums[[r]] / SCALE)[0]
                 if sums[r, 1] >= 600.0 * SCALE:
-                    learnt = offset[r] + _level(sums[[r]] / SCALE)[0]
-                    offset[r] = np.clip(learnt, -MAX_OFFSET, MAX_OFFSET)
-                    learning[r] = False
+                    offset[r] = np.clip(offset[r] + staged[r], -MAX_OFFSET, MAX_OFFSET)
+                    staged[r], learning[r] = 0.0, False
     assert feed(test, stream, randomly(4)) == []
     assert (test.cusum == cusum).all()
     assert (test.offset == offset).all() and (test.learning == learning).all()
