@@ -288,7 +288,7 @@ class LabelDriftTest:
     ...     [drift] = test.update([p], [int(rng.random() < q)], [{"x": x}], i) or [None]
     ...     if drift:
     ...         print(drift.region, drift.shift, drift.first_position, drift.confirmed_position)
-    x=b -1.0 9966 10252
+    x=b -1.0 10074 10252
     """
 
     def __init__(
