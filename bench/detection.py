@@ -19,6 +19,10 @@ before the first onset, per million events; repeats = detections of an onset aft
 (one drift reported twice). With ``--label-days D`` labels come D days (lognormal, sigma 0.3)
 after their application, in the order they become known, mixed across a drift as in service, and
 a detection counts at the application the stream had reached when the confirming label came.
+Each loan case also has an ``oracle (known change)`` row, the information bound: a CUSUM of
+each label's log-likelihood ratio between the world's true repayment probabilities after and
+before the change (the generator's truth, which no detector has), at ln(target run length).
+Where half the best single detector's delay is below the oracle's, no detector can meet it.
 Prints a table per case and the issue's goals, writes out/bench-detection.json and .png.
 """
 
@@ -53,12 +57,12 @@ from bench import external, monitor_speed
 from loanstream.contracts import DriftSignal, LabelledExample
 from loanstream.models import LoadedModel, repaid_probability
 from loanstream.spec import FeatureSpec, load_spec
-from monitor.pipeline import DetectionPipeline
+from monitor.pipeline import DetectionPipeline, PipelineConfig
 from monitor.simulate import scored_stream
-from producer.generator import Generator
+from producer.generator import TRUE_PROBABILITY, Generator
 from producer.manifest import manifest
 from producer.outcomes import OUTCOME_TIME, LabelPolicy
-from producer.scenarios import load_scenario
+from producer.scenarios import Scenario, load_scenario
 from producer.world import load_world
 
 LOG_LOSS_FLOOR = 1e-3
@@ -137,6 +141,10 @@ LABELLED = (DriftSignal.CONCEPT, DriftSignal.PERFORMANCE)
 CONFIGS = tuple(f"pipeline: {s}" for s in PIPELINE) + tuple(SINGLE) + TUNED
 PLOTTED = ("pipeline: concept", *TUNED)
 GOAL_RATIO, MILD_RATIO = 1.0, 0.5  # of the best quiet single detector's median delay
+# The information bound: a CUSUM that knows every application's repayment probability before
+# and after each change (the generator's truth), at the pipeline's budget. No detector that
+# has to learn what changed, where, and by how much can be faster on average.
+ORACLE = "oracle (known change)"
 _WORKER: dict[str, Any] = {}
 
 
@@ -295,6 +303,38 @@ def stream_frame(job: Job) -> tuple[pd.DataFrame, list[Onset]]:
     return frame, onsets(manifest(generator, job.events), job.events, job.horizon)
 
 
+def _twin(job: Job, drifts: list[Any]) -> np.ndarray:
+    """The world's repayment probabilities of the job's applications under other drifts (the
+    same seed draws the same applications: a concept drift changes only their outcomes)."""
+    scenario = Scenario(name=f"{job.scenario}-twin", drifts=drifts)
+    generator = Generator(_WORKER["spec"], _WORKER["world"], scenario, seed=job.seed)
+    return generator.rows(0, job.events)[TRUE_PROBABILITY].to_numpy()
+
+
+def oracle(job: Job, frame: pd.DataFrame, changes: list[Onset]) -> list[int]:
+    """Where the information bound's CUSUM finds each change: the log-likelihood ratio of each
+    label under the world after the change against the world before it (no drift before a
+    start, the drift going on before an end), from the change before, at the threshold
+    ln(target run length) that bounds its false alarms (Lorden)."""
+    drifts = load_scenario(job.scenario).drifts
+    after = frame[TRUE_PROBABILITY].to_numpy()
+    y = frame[_WORKER["spec"].target_column].to_numpy(float)
+    before_start = _twin(job, [])
+    before_end = _twin(job, [d.model_copy(update={"period": None}) for d in drifts])
+    h = math.log(PipelineConfig().target_run_length)
+    found, begin = [], 0
+    for change in changes:
+        before = before_end if change.kind == "ends" else before_start
+        llr = np.where(y == 1, np.log(after / before), np.log((1 - after) / (1 - before)))
+        walk = np.concatenate(([0.0], np.cumsum(llr[begin : change.end])))
+        cusum = walk - np.minimum.accumulate(walk)
+        crossed = np.flatnonzero(cusum[1:] >= h)
+        if crossed.size:
+            found.append(begin + int(crossed[0]))
+        begin = change.position
+    return found
+
+
 def run_case(job: Job) -> Run:
     """Generate one stream, score it once, and run every configuration over it."""
     name = family(job.scenario)
@@ -302,6 +342,8 @@ def run_case(job: Job) -> Run:
     frame, changes = stream_frame(job)
     in_order = job.label_days is not None and job.scenario not in external.EXTERNAL
     found, _ = detect(model, spec, frame, in_order, _WORKER["tuned"].get(name))
+    if name == LOAN and not in_order and job.scenario not in DATA_ONLY:
+        found[ORACLE] = oracle(job, frame, changes)
     times = frame[spec.event_time_column]
     marked = {o.position for o in changes}.union(*found.values())
     return Run(
@@ -428,7 +470,8 @@ def cases(runs: list[Run]) -> dict[str, list[Summary]]:
         kinds: list[str | None] = list(dict.fromkeys(o.kind for r in mine for o in r.onsets))
         for kind in kinds or [None]:
             name = scenario if kind in (None, "onset") else f"{scenario} ({kind})"
-            out[name] = [summarise(mine, config, kind) for config in CONFIGS]
+            known = (ORACLE,) if all(ORACLE in r.detections for r in mine) else ()
+            out[name] = [summarise(mine, config, kind) for config in (*CONFIGS, *known)]
     return out
 
 
@@ -447,6 +490,7 @@ class Verdict:
     best_median: float | None
     best_missed: int
     goal_ratio: float
+    oracle_median: float | None = None  # the information bound, where the truth is known
 
     @property
     def ratio(self) -> float | None:
@@ -485,6 +529,7 @@ def verdict(case: str, summaries: list[Summary], null: Null | None) -> Verdict:
         best.median_delay,
         best.missed,
         MILD_RATIO if scenario in MILD else GOAL_RATIO,
+        by[ORACLE].median_delay if ORACLE in by else None,
     )
 
 
@@ -525,7 +570,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
         table.add_column(
             column, justify="left" if column in ("case", "best quiet single") else "right"
         )
-    for column in ("its median", "its missed", "ratio", "goal", "met"):
+    for column in ("its median", "its missed", "ratio", "goal", "met", "oracle median"):
         table.add_column(column, justify="right")
     for v in verdicts:
         table.add_row(
@@ -539,6 +584,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
             "-" if v.ratio is None else f"{v.ratio:.2f}",
             f"<= {v.goal_ratio:g}",
             "yes" if v.passed else "NO",
+            _number(v.oracle_median),
         )
     return table
 
