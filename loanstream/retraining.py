@@ -4,8 +4,9 @@ trainer and the event-time engine share.
 A *trigger* says which confirmed drift signals ask for a retrain (the monitor's pipeline debounces
 them with its cooldown). A *retry* keeps the loop from stalling: when a challenger loses while the
 drift that asked for it still stands, the first window often began before the onset and mixed two
-regimes. The follow-up asks for a window that starts at the drift's confirmation, and waits until
-it holds at least as many labelled rows as the losing round trained on. Attempts are bounded.
+regimes. The follow-up asks for a window that starts at the drift's confirmation (or where the
+losing window started, if later), and waits until it holds at least as many labelled rows as the
+losing round trained on. Attempts are bounded.
 
 >>> from datetime import UTC, datetime
 >>> t = datetime(2026, 3, 1, tzinfo=UTC)
@@ -18,6 +19,9 @@ it holds at least as many labelled rows as the losing round trained on. Attempts
 ('retrain-drift-1-attempt-2', 2, 4, 2900)
 >>> RetryPolicy(max_attempts=2).follow_up(again, False, True, 3000, 2858, t) is None
 True
+>>> late = first.model_copy(update={"window_start": datetime(2026, 3, 5, tzinfo=UTC)})
+>>> RetryPolicy().follow_up(late, False, True, 2900, 2858, t).window_start.day  # not before it
+5
 """
 
 from __future__ import annotations
@@ -70,7 +74,10 @@ class RetryPolicy:
             return None
         attempt = request.attempt + 1
         base = request.request_id.rsplit("-attempt-", 1)[0]
-        start = request.drift_confirmed_at or request.window_start
+        # from the confirmation on, never before the window that lost: labels come out of order,
+        # so the confirming label's application can be older than the drift's first evidence
+        confirmed = request.drift_confirmed_at
+        start = request.window_start if confirmed is None else max(confirmed, request.window_start)
         return RetrainRequest(
             request_id=f"{base}-attempt-{attempt}"[:128],
             model_name=request.model_name,

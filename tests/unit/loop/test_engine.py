@@ -174,7 +174,9 @@ def test_a_lost_round_is_retried_from_the_confirmation_and_the_loop_closes(
     assert second["requested_by"] == "retry-policy" and second["retry"] == 2
     assert ms(second["requested"]) == ms(first["result_known"])
     assert second["rows"] >= first["rows"]
-    assert pd.Timestamp(second["window_start"]) > pd.Timestamp(first["window_start"])
+    # from the confirmation on, never before the losing window (here the drift's first evidence
+    # is an application after the confirming label's: labels come ~7 days late, out of order)
+    assert pd.Timestamp(second["window_start"]) >= pd.Timestamp(first["window_start"])
     assert s["loop"]["attempts_until_promotion"] == 2
     assert s["loop"]["promoted_version"] == "3"
 
