@@ -76,8 +76,8 @@ class RetryPolicy:
         base = request.request_id.rsplit("-attempt-", 1)[0]
         # from the confirmation on, never before the window that lost: labels come out of order,
         # so the confirming label's application can be older than the drift's first evidence
-        confirmed = request.drift_confirmed_at
-        start = request.window_start if confirmed is None else max(confirmed, request.window_start)
+        starts = [t for t in (request.drift_confirmed_at, request.window_start) if t is not None]
+        start = max(starts) if starts else None
         return RetrainRequest(
             request_id=f"{base}-attempt-{attempt}"[:128],
             model_name=request.model_name,
