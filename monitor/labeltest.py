@@ -416,9 +416,19 @@ class LabelDriftTest:
         summed += self.learnt.T[owned]
         information = np.zeros(event.size, np.int64)
         information[learning] = summed[:, 1]
-        # a learning region is tested against the level of its last stage (`_stage_of`)
+        # a learning region is tested against the level of its last stage: solved from its sums
+        # at the label that reached the stage, used from the label after it on (`_stages`)
+        reached = np.searchsorted(self._stages, summed[:, 1], side="right") > np.searchsorted(
+            self._stages, summed[:, 1] - gathered[:, 1], side="right"
+        )
+        solved = np.zeros(owned.size)
+        solved[reached] = _level(summed[reached] / SCALE)
+        last = np.maximum.accumulate(np.where(reached, np.arange(owned.size), -1))
+        region_start = owned_starts[np.cumsum(first_owned) - 1]
+        before = np.concatenate(([-1], last))[:-1]  # the last label that reached one, before
+        level = np.where(before >= region_start, solved[np.maximum(before, 0)], self.staged[owned])
         q = base.copy()
-        q[learning] = _moved(batch.p[event[learning]], self.offset[owned] + self.staged[owned])
+        q[learning] = _moved(batch.p[event[learning]], self.offset[owned] + level)
         units = llr_units(q, y, self._shift_array)
         quiet = self.quiet[region]
         units[quiet] = -SCALE  # relearning after a confirmation: no test yet
@@ -435,14 +445,15 @@ class LabelDriftTest:
         cusum = sunk - floor
         learnt = learning & (information >= self._enough)
         speaks = quiet & (information >= self._quiet_enough)
-        staged = learning & (information >= self._next_stage()[region])
-        stops = (cusum >= self._limit).any(axis=1) | learnt | speaks | staged
+        stops = (cusum >= self._limit).any(axis=1) | learnt | speaks
         if stops.any():
             at = int(event[stops].min())  # the earliest label that changes a region's state
             if at + 1 < hi:
                 return self._advance(batch, lo, at + 1)
         self._commit(batch, event, region, q, cusum, starts)
-        self._learn(gathered, owned[owned_starts], owned_starts)
+        final = last[np.append(owned_starts[1:], owned.size)[: owned_starts.size] - 1]
+        staged = np.where(final >= owned_starts, solved[np.maximum(final, 0)], np.nan)
+        self._learn(gathered, owned[owned_starts], owned_starts, staged)
         for s in batch.seconds[lo:hi]:
             self._remember(float(s))
         return hi, self._crossing(batch, hi - 1)
@@ -486,20 +497,16 @@ class LabelDriftTest:
         self.run_q[owner] = np.where(running, self.run_q[owner] * carried + add_q, 0)
         self.cusum[owner] = cusum[ends]
 
-    def _next_stage(self) -> np.ndarray:
-        """Each region's information (units) at which its level is solved again."""
-        at = np.searchsorted(self._stages, self.learnt[1], side="right")
-        return np.append(self._stages, np.iinfo(np.int64).max)[at]
-
-    def _learn(self, gathered: np.ndarray, learners: np.ndarray, starts: np.ndarray) -> None:
-        """Add the learning regions' gathered sums (``starts``: each one's first row): a region
-        that reached its next stage solves its level again; one with enough ends its quiet, or
-        freezes its level."""
+    def _learn(
+        self, gathered: np.ndarray, learners: np.ndarray, starts: np.ndarray, staged: np.ndarray
+    ) -> None:
+        """Add the learning regions' gathered sums (``starts``: each one's first row) and the
+        level of the last stage each reached (NaN: none reached): a region with enough ends its
+        quiet, or freezes its level."""
         if learners.size:
-            reached = self._next_stage()[learners]
             self.learnt[:, learners] += np.add.reduceat(gathered, starts, axis=0).T
-            staged = learners[self.learnt[1, learners] >= reached]
-            self.staged[staged] = _level(self.learnt[:, staged].T / SCALE)
+            moved = ~np.isnan(staged)
+            self.staged[learners[moved]] = staged[moved]
             self.quiet[learners[self.learnt[1, learners] >= self._quiet_enough]] = False
             done = learners[self.learnt[1, learners] >= self._enough]
             # the level of the last stage (the information of `learn_information` is one)
