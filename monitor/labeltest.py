@@ -218,8 +218,8 @@ def _null_threshold(
         p = np.clip(np.interp(rng.random(n), levels, quantiles), CLIP, 1.0 - CLIP)
         truth = rng.normal(0.0, SPREAD)  # the region's level, unknown to the test
         y = (rng.random(n) < _moved(p, np.full(n, truth))).astype(float)
-        # the level the test uses for each label: learnt from the labels before it, frozen
-        # after the label whose information reaches `learn` (as `LabelDriftTest` does)
+        # the level the test uses for each label: solved from the sums at the last label before
+        # it that reached a stage, the last stage being `learn` (as `LabelDriftTest` does)
         sums = np.cumsum(_gathered(p, y), axis=0)
         stage = np.searchsorted(_stages(learn), sums[:, 1], side="right")
         solved = np.flatnonzero(np.diff(stage, prepend=0) > 0)  # labels that reach a stage
