@@ -176,7 +176,10 @@ def test_a_lost_round_is_retried_from_the_confirmation_and_the_loop_closes(
     assert second["rows"] >= first["rows"]
     # from the confirmation on, never before the losing window (here the drift's first evidence
     # is an application after the confirming label's: labels come ~7 days late, out of order)
-    assert pd.Timestamp(second["window_start"]) >= pd.Timestamp(first["window_start"])
+    [event] = [e for e in s["detections"]["events"] if e["signal"] == "concept"]
+    confirmed = pd.Timestamp(event["confirmed_on"]["event_time"])
+    losing = pd.Timestamp(first["window_start"])
+    assert pd.Timestamp(second["window_start"]) == max(confirmed, losing)
     assert s["loop"]["attempts_until_promotion"] == 2
     assert s["loop"]["promoted_version"] == "3"
 
