@@ -411,8 +411,9 @@ class LabelDriftTest:
         owned = region[learning]
         first_owned = np.concatenate(([True], owned[1:] != owned[:-1]))[: owned.size]
         owned_starts = np.flatnonzero(first_owned)
+        owned_rank = np.cumsum(first_owned) - 1
         gathered = np.rint(_gathered(base[learning], y[learning]) * SCALE).astype(np.int64)
-        summed = _grouped_cumsum(gathered, owned_starts, np.cumsum(first_owned) - 1)
+        summed = _grouped_cumsum(gathered, owned_starts, owned_rank)
         summed += self.learnt.T[owned]
         information = np.zeros(event.size, np.int64)
         information[learning] = summed[:, 1]
@@ -424,9 +425,9 @@ class LabelDriftTest:
         solved = np.zeros(owned.size)
         solved[reached] = _level(summed[reached] / SCALE)
         last = np.maximum.accumulate(np.where(reached, np.arange(owned.size), -1))
-        region_start = owned_starts[np.cumsum(first_owned) - 1]
         before = np.concatenate(([-1], last))[:-1]  # the last label that reached one, before
-        level = np.where(before >= region_start, solved[np.maximum(before, 0)], self.staged[owned])
+        fresh = before >= owned_starts[owned_rank]  # ... in the same region
+        level = np.where(fresh, solved[np.maximum(before, 0)], self.staged[owned])
         q = base.copy()
         q[learning] = _moved(batch.p[event[learning]], self.offset[owned] + level)
         units = llr_units(q, y, self._shift_array)
@@ -451,7 +452,7 @@ class LabelDriftTest:
             if at + 1 < hi:
                 return self._advance(batch, lo, at + 1)
         self._commit(batch, event, region, q, cusum, starts)
-        final = last[np.append(owned_starts[1:], owned.size)[: owned_starts.size] - 1]
+        final = last[_last_rows(owned_starts, owned.size)]
         staged = np.where(final >= owned_starts, solved[np.maximum(final, 0)], np.nan)
         self._learn(gathered, owned[owned_starts], owned_starts, staged)
         for s in batch.seconds[lo:hi]:
@@ -468,7 +469,7 @@ class LabelDriftTest:
         starts: np.ndarray,
     ) -> None:
         """Store each region's state after its last pair: CUSUMs and what their runs summed."""
-        ends = np.concatenate((starts[1:], [event.size])) - 1
+        ends = _last_rows(starts, event.size)
         owner = region[starts]
         rows = np.arange(event.size)[:, None]
         # a run begins after the last pair where its CUSUM was 0, or at the region's first pair
@@ -649,6 +650,11 @@ def _level(sums: np.ndarray) -> np.ndarray:
     low, high = excess[rows, j - 1], excess[rows, j]
     level = GRID[j - 1] - low * (GRID[j] - GRID[j - 1]) / (high - low)
     return np.clip(level, GRID[0], GRID[-1])
+
+
+def _last_rows(starts: np.ndarray, size: int) -> np.ndarray:
+    """The last row of each group, from each one's first row (``starts``) in ``size`` rows."""
+    return np.append(starts[1:], size).astype(np.int64)[: starts.size] - 1
 
 
 def _grouped_cumsum(values: np.ndarray, starts: np.ndarray, rank: np.ndarray) -> np.ndarray:
