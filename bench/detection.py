@@ -62,7 +62,7 @@ from monitor.simulate import scored_stream
 from producer.generator import TRUE_PROBABILITY, Generator
 from producer.manifest import manifest
 from producer.outcomes import OUTCOME_TIME, LabelPolicy
-from producer.scenarios import Scenario, load_scenario
+from producer.scenarios import Drift, Scenario, load_scenario
 from producer.world import load_world
 
 LOG_LOSS_FLOOR = 1e-3
@@ -303,7 +303,7 @@ def stream_frame(job: Job) -> tuple[pd.DataFrame, list[Onset]]:
     return frame, onsets(manifest(generator, job.events), job.events, job.horizon)
 
 
-def _twin(job: Job, drifts: list[Any]) -> np.ndarray:
+def _twin(job: Job, drifts: list[Drift]) -> np.ndarray:
     """The world's repayment probabilities of the job's applications under other drifts (the
     same seed draws the same applications: a concept drift changes only their outcomes)."""
     scenario = Scenario(name=f"{job.scenario}-twin", drifts=drifts)
@@ -316,17 +316,19 @@ def oracle(job: Job, frame: pd.DataFrame, changes: list[Onset]) -> list[int]:
     label under the world after the change against the world before it (no drift before a
     start, the drift going on before an end), from the change before, at the threshold
     ln(target run length) that bounds its false alarms (Lorden)."""
-    drifts = load_scenario(job.scenario).drifts
     after = frame[TRUE_PROBABILITY].to_numpy()
     y = frame[_WORKER["spec"].target_column].to_numpy(float)
-    before_start = _twin(job, [])
-    before_end = _twin(job, [d.model_copy(update={"period": None}) for d in drifts])
+    twins = {"starts": _twin(job, [])}
+    if any(change.kind == "ends" for change in changes):
+        drifts = load_scenario(job.scenario).drifts
+        twins["ends"] = _twin(job, [d.model_copy(update={"period": None}) for d in drifts])
     h = math.log(PipelineConfig().target_run_length)
     found, begin = [], 0
     for change in changes:
-        before = before_end if change.kind == "ends" else before_start
-        llr = np.where(y == 1, np.log(after / before), np.log((1 - after) / (1 - before)))
-        walk = np.concatenate(([0.0], np.cumsum(llr[begin : change.end])))
+        span = slice(begin, change.end)
+        a, b = after[span], twins["ends" if change.kind == "ends" else "starts"][span]
+        llr = np.where(y[span] == 1, np.log(a / b), np.log((1 - a) / (1 - b)))
+        walk = np.concatenate(([0.0], np.cumsum(llr)))
         cusum = walk - np.minimum.accumulate(walk)
         crossed = np.flatnonzero(cusum[1:] >= h)
         if crossed.size:
