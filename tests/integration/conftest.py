@@ -56,13 +56,12 @@ def kafka(broker: BrokerInfo) -> KafkaSettings:
     )
 
 
-@pytest.fixture(scope="module")
-def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
-    """An MLflow store with a first champion (v1, logistic), shared by a module's tests."""
+def champion_store(tmp_path_factory: pytest.TempPathFactory, rows: int) -> TrainerSettings:
+    """An MLflow store whose first champion (v1, logistic) learnt from ``rows`` of history."""
     settings = TrainerSettings(
         data_dir=tmp_path_factory.mktemp("mlflow"), candidates=("logistic",), search_candidates=2
     )
-    frame, spec = history(8000, seed=4)
+    frame, spec = history(rows, seed=4)
     training_round(
         labelled_frame(frame, spec)[0],
         spec,
@@ -72,3 +71,9 @@ def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings
         None,
     )
     return settings
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
+    """An MLflow store with a first champion (v1, logistic), shared by a module's tests."""
+    return champion_store(tmp_path_factory, 8000)
