@@ -21,6 +21,11 @@ likelihood-ratio test of the labels against the probabilities (Page's CUSUM). He
   units (a standard error of 0.03), so that a slow drift is not absorbed into it. Between two
   stages it stays put, so a drift's labels count against the level of the labels before them
   instead of being taken into it one by one.
+* **The model's calibration, relearnt first.** Nor is a model calibrated in shape always: one
+  calibrated on 600 rows wanted its log-odds scaled by 0.77, which no level per region
+  expresses. The first labels, up to ``calibration_information`` (200 units), are gathered
+  untested, the most likely log-odds intercept and slope are fitted on them
+  (`_fit_calibration`), and every later probability is recalibrated so before anything else.
 * **One budget.** The threshold ``h`` is shared by all regions and shifts. It is set by
   simulating this very procedure under the model's own calibrated probabilities, each region's
   true level drawn apart from the stated one, so that the run length between false alarms of
@@ -66,7 +71,12 @@ PRIOR_INFO = 4.0  # a level's prior is N(0, 1 / PRIOR_INFO) around the stated on
 STAGE = 2.0  # a learning region re-solves its level each time its information grows this much
 SPREAD = 0.2  # log-odds: how far regions' true levels are from the stated one, in simulation
 TIMES = 64  # recent label event times, to date where the labels stand after a confirmation
-FORMAT = 3  # 2: no tolerance around the levels, a quiet relearning; 3: levels solved in stages
+CALIBRATE = 200.0  # information over which the model's calibration is relearnt, first
+CALIBRATE_LABELS = 20_000  # ... or this many labels, whichever comes first
+SLOPES = (0.2, 3.0)  # the relearnt log-odds slope is kept within these
+# 2: no tolerance around the levels, a quiet relearning; 3: levels solved in stages; 4: the
+# calibration relearnt first
+FORMAT = 4
 
 
 def _short(x: float) -> str:
@@ -300,6 +310,7 @@ class LabelDriftTest:
         quiet_information: float = QUIET,
         settle_events: int = 200,
         settle_share: float = 0.05,
+        calibration_information: float = CALIBRATE,
     ) -> None:
         if not shifts or not all(0 < d <= 5 for d in shifts):
             raise ValueError(f"shifts must be log-odds within (0, 5], got {shifts!r}")
@@ -310,6 +321,8 @@ class LabelDriftTest:
                 "need 0 < quiet_information <= learn_information, got "
                 f"{quiet_information!r} and {learn_information!r}"
             )
+        if calibration_information < 0:
+            raise ValueError(f"calibration_information must be >= 0, got {calibration_information}")
         self.regions = regions
         self.threshold = float(threshold)
         self.shifts = tuple(sorted({float(s) for d in shifts for s in (-d, d)}))
@@ -317,11 +330,21 @@ class LabelDriftTest:
         self.quiet_information = float(quiet_information)
         self.settle_events = settle_events
         self.settle_share = settle_share
+        self.calibration_information = float(calibration_information)
         self._shift_array = np.array(self.shifts)
         self._limit = round(self.threshold * SCALE)
         self._enough = round(self.learn_information * SCALE)
         self._quiet_enough = round(self.quiet_information * SCALE)
         self._stages = np.rint(_stages(self.learn_information) * SCALE).astype(np.int64)
+        self._calibrate_enough = round(self.calibration_information * SCALE)
+        # the model's calibration as the labels show it: log-odds a + b x the model's, learnt
+        # from the first labels (`_calibrate`); None while they are gathered
+        self.calibration: tuple[float, float] | None = (
+            None if self._calibrate_enough else (0.0, 1.0)
+        )
+        self.gathered_z: list[float] = []  # the model's log-odds of the labels gathered so far
+        self.gathered_y: list[int] = []  # ... and the labels
+        self.gathered_information = 0  # their information, in units
         size = len(regions.names)
         shape = (size, len(self.shifts))
         self.cusum = np.zeros(shape, np.int64)  # in units of 1 / SCALE nats
@@ -366,6 +389,10 @@ class LabelDriftTest:
         )
         found: list[LabelDrift] = []
         lo = 0
+        if self.calibration is None:
+            lo = self._calibrate(batch, lo)
+        if self.calibration is not None:
+            batch.p = _recalibrated(batch.p, *self.calibration)
         while lo < n:
             if self.settling is not None:
                 lo = self._settle(batch, lo)
@@ -374,6 +401,29 @@ class LabelDriftTest:
             if drift is not None:
                 found.append(drift)
         return found
+
+    def _calibrate(self, batch: _Batch, lo: int) -> int:
+        """Gather the first labels, untested, until their information reaches
+        ``calibration_information`` (or ``CALIBRATE_LABELS`` of them are in); then learn the
+        model's calibration from them (`_fit_calibration`). Returns where it stopped."""
+        p = np.clip(batch.p[lo:], CLIP, 1.0 - CLIP)
+        information = self.gathered_information + np.cumsum(
+            np.rint(p * (1.0 - p) * SCALE).astype(np.int64)
+        )
+        count = len(self.gathered_y) + np.arange(1, p.size + 1)
+        done = (information >= self._calibrate_enough) | (count >= CALIBRATE_LABELS)
+        take = int(np.argmax(done)) + 1 if done.any() else p.size
+        self.gathered_z += np.log(p[:take] / (1.0 - p[:take])).tolist()
+        self.gathered_y += batch.y[lo : lo + take].astype(int).tolist()
+        self.gathered_information = int(information[take - 1])
+        for s in batch.seconds[lo : lo + take]:
+            self._remember(float(s))
+        if done.any():
+            self.calibration = _fit_calibration(
+                np.array(self.gathered_z), np.array(self.gathered_y, float)
+            )
+            self.gathered_z, self.gathered_y = [], []
+        return lo + take
 
     def _settle(self, batch: _Batch, lo: int) -> int:
         """Wait, label by label, until the labels of a confirmed drift's onset have settled;
@@ -567,6 +617,7 @@ class LabelDriftTest:
                 "quiet_information": self.quiet_information,
                 "settle_events": self.settle_events,
                 "settle_share": self.settle_share,
+                "calibration_information": self.calibration_information,
             },
             "regions": list(self.regions.names),
             **{name: getattr(self, name).tolist() for name in _ARRAYS},
@@ -580,6 +631,10 @@ class LabelDriftTest:
             "labels": self.labels,
             "confirmed": self.confirmed,
             "direction": self.direction,
+            "calibration": None if self.calibration is None else list(self.calibration),
+            "gathered_z": list(self.gathered_z),
+            "gathered_y": list(self.gathered_y),
+            "gathered_information": self.gathered_information,
         }
 
     @classmethod
@@ -609,6 +664,17 @@ class LabelDriftTest:
         test.times = [float(t) for t in state["times"]][:TIMES]
         test.labels, test.confirmed = int(state["labels"]), int(state["confirmed"])
         test.direction = int(state["direction"])
+        calibration = state["calibration"]
+        if calibration is None:
+            test.calibration = None
+        else:
+            intercept, slope = (float(x) for x in calibration)
+            test.calibration = (intercept, slope)
+        test.gathered_z = [float(z) for z in state["gathered_z"]]
+        test.gathered_y = [int(y) for y in state["gathered_y"]]
+        if len(test.gathered_z) != len(test.gathered_y):
+            raise ValueError("label test gathered log-odds and labels differ in length")
+        test.gathered_information = int(state["gathered_information"])
         return test
 
 
@@ -650,6 +716,32 @@ def _level(sums: np.ndarray) -> np.ndarray:
     low, high = excess[rows, j - 1], excess[rows, j]
     level = GRID[j - 1] - low * (GRID[j] - GRID[j - 1]) / (high - low)
     return np.clip(level, GRID[0], GRID[-1])
+
+
+def _fit_calibration(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The most likely intercept a and slope b of P(repaid) = 1 / (1 + exp(-(a + b z))), from
+    the model's log-odds ``z`` and the labels ``y``, under a N((0, 1), 1 / PRIOR_INFO) prior
+    (the model as calibrated, worth ~20 labels); the slope kept within SLOPES. Newton's method
+    from (0, 1), a fixed number of steps: the same labels always give the same calibration."""
+    x = np.column_stack((np.ones_like(z), z))
+    theta = np.array([0.0, 1.0])
+    prior = np.array([0.0, 1.0])
+    for _ in range(25):
+        q = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -30.0, 30.0)))
+        gradient = x.T @ (y - q) - PRIOR_INFO * (theta - prior)
+        hessian = (x * (q * (1.0 - q))[:, None]).T @ x + PRIOR_INFO * np.eye(2)
+        theta = theta + np.linalg.solve(hessian, gradient)
+        theta[1] = min(max(theta[1], SLOPES[0]), SLOPES[1])
+        theta[0] = min(max(theta[0], -MAX_OFFSET), MAX_OFFSET)
+    return float(theta[0]), float(theta[1])
+
+
+def _recalibrated(p: np.ndarray, intercept: float, slope: float) -> np.ndarray:
+    """Probabilities as the model's calibration relearnt says: log-odds a + b x the model's."""
+    if intercept == 0.0 and slope == 1.0:
+        return p
+    p = np.clip(p, CLIP, 1.0 - CLIP)
+    return 1.0 / (1.0 + np.exp(-(intercept + slope * np.log(p / (1.0 - p)))))
 
 
 def _last_rows(starts: np.ndarray, size: int) -> np.ndarray:

@@ -38,8 +38,9 @@ from monitor.performance import (
 
 RING = 1 << 13  # event times remembered per stream, to date a detection's first position
 # 2: the label test replaced the segment CUSUMs and error-stream detectors; 3: its regions
-# are deciles, their levels learnt without a tolerance; 4: the levels are solved in stages
-STATE_FORMAT = 4
+# are deciles, their levels learnt without a tolerance; 4: the levels are solved in stages;
+# 5: the label test relearns the model's calibration first
+STATE_FORMAT = 5
 BATCH = 1024  # events per step of the batch methods: the ring dates each of them
 APPROVE = Decision.APPROVE  # looked up once: an enum member lookup costs 0.1 us per event
 

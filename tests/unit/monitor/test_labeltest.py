@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from monitor.labeltest import (
+    CALIBRATE,
+    CLIP,
     DELTAS,
     MAX_OFFSET,
     PRIOR_INFO,
@@ -21,9 +23,11 @@ from monitor.labeltest import (
     LabelDrift,
     LabelDriftTest,
     Regions,
+    _fit_calibration,
     _gathered,
     _level,
     _moved,
+    _recalibrated,
     llr_units,
     null_threshold,
 )
@@ -108,15 +112,15 @@ def test_a_stable_stream_raises_nothing() -> None:
 
 
 def test_a_strong_drift_is_confirmed_once_at_an_exact_position() -> None:
-    assert confirmed(labels(30_000, seed=2, drift="strong")) == [("all", -1.0, 9_999, 10_176)]
+    assert confirmed(labels(30_000, seed=2, drift="strong")) == [("all", -1.0, 9_999, 10_175)]
 
 
 def test_a_local_drift_is_found_in_its_region() -> None:
     [drift] = feed(LabelDriftTest(REGIONS, THRESHOLD), labels(30_000, 3, "local"), ones())
     # found while x=c still learns its own level, against the level of its last stage
-    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -2.0, 10_675)
-    assert drift.events == 57  # x=c's labels in the run that crossed
-    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.785, 0.439), abs=1e-3)
+    assert (drift.region, drift.shift, drift.confirmed_position) == ("x=c", -1.0, 10_943)
+    assert drift.events == 95  # x=c's labels in the run that crossed
+    assert (drift.expected_rate, drift.observed_rate) == pytest.approx((0.776, 0.505), abs=1e-3)
 
 
 def test_a_drift_that_ends_is_found_both_times() -> None:
@@ -128,11 +132,11 @@ def test_a_local_drift_that_ends_is_found_both_times() -> None:
     """x=c relearns its level after the first confirmation and is tested again from 16 units of
     information on, so the end is found against the level of the drift, not absorbed into it."""
     found = confirmed(labels(30_000, seed=3, drift="local-reversing"))
-    assert found == [("x=c", -2.0, 10_140, 10_675), ("x=c", 1.0, 19_841, 22_607)]
+    assert found == [("x=c", -1.0, 10_018, 10_943), ("x=c", 1.0, 19_841, 22_632)]
 
 
 def test_a_gradual_drift_is_confirmed_as_it_grows() -> None:
-    assert confirmed(labels(30_000, seed=5, drift="gradual")) == [("all", -0.5, 11_758, 12_514)]
+    assert confirmed(labels(30_000, seed=5, drift="gradual")) == [("all", -0.5, 11_758, 12_518)]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -146,7 +150,9 @@ def test_any_cut_into_batches_gives_the_same_drifts_and_state(seed: int) -> None
 
 
 def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
-    """Before the first confirmation: label by label, each region of the label takes its level
+    """Before the first confirmation: label by label, the first labels are only gathered until
+    their information reaches CALIBRATE, and the model's calibration is fitted on them; then
+    each later label's probability is recalibrated, and each region of the label takes its level
     (the one solved from its sums when their information last reached a stage, until frozen),
     every CUSUM is max(0, S + llr) at that level in the same integer units, and a learning
     region adds the label to its sums, freezing its level once their information reaches
@@ -159,11 +165,21 @@ def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
     offset, staged, learning = np.zeros(size), np.zeros(size), np.ones(size, bool)
     stages = [PRIOR_INFO * STAGE**k for k in range(20) if PRIOR_INFO * STAGE**k < 600.0] + [600.0]
     shifts = np.array(test.shifts)
+    gathered: list[tuple[float, int]] = []
+    information, calibration = 0, None
     for a in stream:
+        if calibration is None:
+            q = min(max(a.p, CLIP), 1.0 - CLIP)
+            information += int(np.rint(q * (1.0 - q) * SCALE))
+            gathered.append((np.log(q / (1.0 - q)), a.y))
+            if information >= round(CALIBRATE * SCALE):
+                z, y = np.array(gathered).T
+                calibration = _fit_calibration(z, y)
+            continue
         for r in REGIONS.assign([a.features])[0]:
             if r < 0:
                 continue
-            p, y = np.array([a.p]), np.array([float(a.y)])
+            p, y = _recalibrated(np.array([a.p]), *calibration), np.array([float(a.y)])
             units = llr_units(_moved(p, np.array([offset[r] + staged[r]])), y, shifts)[0]
             cusum[r] = np.maximum(0, cusum[r] + units)
             if learning[r]:
@@ -175,10 +191,46 @@ def test_the_cusums_are_those_of_a_plain_reference_implementation() -> None:
                     offset[r] = np.clip(offset[r] + staged[r], -MAX_OFFSET, MAX_OFFSET)
                     staged[r], learning[r] = 0.0, False
     assert feed(test, stream, randomly(4)) == []
+    assert test.calibration == calibration and calibration != (0.0, 1.0)
     assert (test.cusum == cusum).all()
     assert (test.offset == offset).all() and (test.learning == learning).all()
     assert learning.any() and not learning.all()  # both kinds of region were compared
     assert test.cusum.max() > 5 * SCALE  # the drift is under way: the comparison is not of zeros
+
+
+def test_the_calibration_is_the_most_likely_one_under_its_prior() -> None:
+    """`_fit_calibration` against a general-purpose optimiser of the same posterior, on labels
+    of a model too confident by a log-odds slope of 0.6 (and 0.3 too optimistic)."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(1.5, 1.2, 3000)
+    y = (rng.random(z.size) < 1.0 / (1.0 + np.exp(-(-0.3 + 0.6 * z)))).astype(float)
+
+    def minus_log_posterior(theta: np.ndarray) -> float:
+        s = theta[0] + theta[1] * z
+        prior = PRIOR_INFO / 2 * (theta[0] ** 2 + (theta[1] - 1.0) ** 2)
+        return float(-(y * s - np.logaddexp(0.0, s)).sum() + prior)
+
+    expected = minimize(minus_log_posterior, np.array([0.0, 1.0]), tol=1e-10).x
+    fitted = _fit_calibration(z, y)
+    assert fitted == pytest.approx(tuple(expected), abs=1e-4)
+    assert fitted == pytest.approx((-0.3, 0.6), abs=0.1)
+
+
+def test_an_overconfident_model_is_recalibrated_and_raises_nothing() -> None:
+    """Every probability's log-odds stretched by 1 / 0.6, as a model calibrated on too few rows
+    can be: the test learns the slope back from its first labels and stays quiet."""
+    stream = []
+    for a in labels(60_000, seed=1):
+        z = np.log(a.p / (1.0 - a.p)) / 0.6
+        stream.append(Label(float(1.0 / (1.0 + np.exp(-z))), a.y, a.features, a.seconds))
+    test = LabelDriftTest(REGIONS, THRESHOLD)
+    assert feed(test, stream, randomly(1)) == []
+    assert test.calibration is not None
+    assert test.calibration[1] == pytest.approx(0.6, abs=0.05)
+    probabilities = np.array([a.p for a in stream[:5]])
+    assert _recalibrated(probabilities, 0.0, 0.6) == pytest.approx([a.p for a in labels(5, 1)])
 
 
 def test_a_level_is_the_most_likely_offset_under_its_prior() -> None:
@@ -198,22 +250,24 @@ def test_a_level_is_the_most_likely_offset_under_its_prior() -> None:
         assert learnt == pytest.approx(shift, abs=0.1)
 
 
-def test_a_restored_state_carries_on_exactly() -> None:
+@pytest.mark.parametrize("cut", [700, 10_040])  # while the calibration is gathered; in a run
+def test_a_restored_state_carries_on_exactly(cut: int) -> None:
     stream = labels(20_000, seed=8, drift="strong")
     straight = LabelDriftTest(REGIONS, THRESHOLD)
     whole = feed(straight, stream, randomly(5))
     first = LabelDriftTest(REGIONS, THRESHOLD)
-    head = feed(first, stream[:10_040], randomly(6))
+    head = feed(first, stream[:cut], randomly(6))
+    assert (first.calibration is None) == (cut == 700)
     state = json.loads(json.dumps(first.to_dict()))
     restored = LabelDriftTest.from_dict(state, REGIONS)
-    tail = [a for a in stream[10_040:]]
+    tail = [a for a in stream[cut:]]
     found, i = [], 0
     for part in (tail[:500], tail[500:]):
         found += restored.update(
             [a.p for a in part],
             [a.y for a in part],
             [a.features for a in part],
-            10_040 + i,
+            cut + i,
             [a.seconds for a in part],
         )
         i += len(part)
