@@ -45,13 +45,12 @@ SPEC = load_spec()
 
 @pytest.fixture(scope="module")
 def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> TrainerSettings:
-    """A champion trained on 20,000 applications, as calibrated as a production model: the
-    label test assumes the probabilities are right up to a level per region. The other modules'
-    champion (8,000 applications, 600 of them for the calibrator) is too confident: its log-odds
-    want scaling by 0.77 (by 1.05 for this one; logistic fit on 300,000 stable labels). That is
-    a calibration fault, and the label test alarms on it before the onset in 4 of 40 label
-    orders of this module's two streams replayed offline (0 of 40 with this champion); CI
-    failed so once."""
+    """A champion trained on 20,000 applications, as calibrated as a production model. The other
+    modules' champion (8,000 applications, 600 of them for the calibrator) is too confident: its
+    log-odds want scaling by 0.77 (this one's by 1.05; logistic fit on 300,000 stable labels).
+    On it the label test alarmed before the onset in 4 of 40 label orders of this module's two
+    streams replayed offline, and once in CI; since it relearns the calibration first, in 1 of
+    40 (a region's level learnt from unlucky early labels); with this champion, in 0 of 40."""
     return champion_store(tmp_path_factory, 20_000)
 
 
