@@ -208,7 +208,7 @@ class LabelDrift:
     first_seconds: float  # event time of the application at first_position
     events: int  # labels of the region in the run
     observed_rate: float  # their repayment rate
-    expected_rate: float  # what the model (with the region's learnt offset) promised them
+    expected_rate: float  # what the model promised them, recalibrated, at the region's level
 
 
 @lru_cache(maxsize=32)
