@@ -149,7 +149,7 @@ class Linear:
     Each row's sum is taken along the row (numpy's pairwise sum), the same however many rows
     come with it. ``X @ coef`` is not: BLAS splits the rows into blocks, and a row left over
     after the last block is summed in another order, so its probability changed in the last bit
-    with the batch it came in (6 of 10,000 applications between batches of 37 and of 1,000).
+    with the batch it came in (6 of a backtest's 9,000 applications, in slices of 37 or of 1,000).
     """
 
     coef: np.ndarray
