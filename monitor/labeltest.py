@@ -654,8 +654,8 @@ class LabelDriftTest:
                 )
             setattr(test, name, array)
         size = len(regions.names)
-        test.offset = np.array(state["offset"], float).reshape(size)
-        test.staged = np.array(state["staged"], float).reshape(size)
+        test.offset = _within("offset", state["offset"], -MAX_OFFSET, MAX_OFFSET).reshape(size)
+        test.staged = _within("staged", state["staged"], -MAX_OFFSET, MAX_OFFSET).reshape(size)
         test.learning = np.array(state["learning"], bool).reshape(size)
         test.learnt = np.array(state["learnt"], np.int64).reshape(2 + GRID.size, size)
         test.quiet = np.array(state["quiet"], bool).reshape(size)
@@ -668,14 +668,29 @@ class LabelDriftTest:
         if calibration is None:
             test.calibration = None
         else:
-            intercept, slope = (float(x) for x in calibration)
-            test.calibration = (intercept, slope)
-        test.gathered_z = [float(z) for z in state["gathered_z"]]
-        test.gathered_y = [int(y) for y in state["gathered_y"]]
+            intercept, slope = calibration
+            intercept = float(_within("intercept", [intercept], -MAX_OFFSET, MAX_OFFSET)[0])
+            test.calibration = (intercept, float(_within("slope", [slope], *SLOPES)[0]))
+        # a clipped probability's log-odds are within +-13.8
+        test.gathered_z = _within("gathered log-odds", state["gathered_z"], -14.0, 14.0).tolist()
+        labels = _within("gathered labels", state["gathered_y"], 0, 1)
+        if not np.all(labels == np.rint(labels)):
+            raise ValueError("label test gathered labels must be 0 or 1")
+        test.gathered_y = labels.astype(int).tolist()
         if len(test.gathered_z) != len(test.gathered_y):
             raise ValueError("label test gathered log-odds and labels differ in length")
+        if len(test.gathered_y) > CALIBRATE_LABELS:
+            raise ValueError(f"label test gathered more than {CALIBRATE_LABELS} labels")
         test.gathered_information = int(state["gathered_information"])
         return test
+
+
+def _within(name: str, values: Any, low: float, high: float) -> np.ndarray:
+    """``values`` of a restored state as floats, each within [low, high] (NaN is not)."""
+    array = np.array(values, float)
+    if not np.all((array >= low) & (array <= high)):
+        raise ValueError(f"label test {name} must be within [{low:g}, {high:g}]")
+    return array
 
 
 _ARRAYS = {

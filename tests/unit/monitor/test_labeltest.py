@@ -275,6 +275,31 @@ def test_a_restored_state_carries_on_exactly(cut: int) -> None:
     assert restored.to_dict() == straight.to_dict()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("calibration", [0.0, float("nan")], "slope"),
+        ("calibration", [9.0, 1.0], "intercept"),
+        ("offset", [float("inf")] + [0.0] * 5, "offset"),
+        ("staged", [0.0] * 5 + [-7.0], "staged"),
+        ("gathered_z", [1e300], "log-odds"),
+        ("gathered_y", [0.5], "labels"),
+    ],
+)
+def test_a_forged_state_is_refused(field: str, value: list[float], message: str) -> None:
+    """Read back from Kafka, a state must hold what the test itself could have written: a NaN
+    slope or offset would make every later probability NaN."""
+    test = LabelDriftTest(REGIONS, THRESHOLD)
+    feed(test, labels(700, seed=8), ones())  # still gathering: gathered_z and _y in the state
+    state = json.loads(json.dumps(test.to_dict()))
+    LabelDriftTest.from_dict(state, REGIONS)  # as written, it restores
+    if field.startswith("gathered"):
+        state["gathered_z"], state["gathered_y"] = [0.0], [1]
+    state[field] = value
+    with pytest.raises(ValueError, match=message):
+        LabelDriftTest.from_dict(state, REGIONS)
+
+
 def test_a_state_for_other_regions_is_refused() -> None:
     state = LabelDriftTest(REGIONS, THRESHOLD).to_dict()
     other = Regions(("all",), (), (), (1.0,))
